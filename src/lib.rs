@@ -1,0 +1,32 @@
+//! agentos-gateway: one front door for many agno AgentOS hosts.
+//!
+//! It answers the AgentOS HTTP API itself, so agno's clients (RemoteWorkflow,
+//! AgentOSClient, the AgentOS web UI) point at it as they would at an AgentOS.
+//!
+//! Module map, in the order a request meets them:
+//! - [`config`]: the TOML schema, defaults and start-up validation.
+//! - [`server`]: serving the app on a bound listener, and shutdown signals.
+//! - [`layers`]: request ids, tracing, body limit, CORS: tower layers around every route.
+//! - [`routes`]: the AgentOS surface, one file per resource (`health`, `config`, `workflows`).
+//! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
+//! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
+//! - [`client`]: the HTTP client for one AgentOS host and its error mapping.
+//! - [`error`]: the one request-path error type and its `{"detail": ...}` body.
+//! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
+//! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.
+//! - [`demo`]: `agentos-gateway demo`, the gateway in front of two embedded hosts.
+
+pub mod client;
+pub mod config;
+//TMP pub mod demo;
+pub mod error;
+//TMP pub mod fakehost;
+pub mod layers;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+/// The agno release whose AgentOS API the gateway speaks, reported by `/info`.
+pub const AGNO_API_VERSION: &str = "3.1.10";

@@ -1,0 +1,147 @@
+//! The `agentos-gateway` command: parse the command line, set up logging, and
+//! hand over to the library (`serve`, `check` or `demo`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentos_gateway::config::Config;
+use agentos_gateway::server;
+use agentos_gateway::state::AppState;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for an invalid configuration (EX_USAGE), as linkerd2-proxy uses.
+const EXIT_CONFIG: u8 = 64;
+/// Exit code when the listener or runtime cannot start.
+const EXIT_SERVE: u8 = 1;
+
+/// One AgentOS-compatible front door for workflows on many agno AgentOS hosts.
+///
+/// With no --config and no command, runs the embedded demo.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The gateway's TOML config file.
+    #[arg(long, short, env = "AGENTOS_GATEWAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured workflows (the default when --config is given).
+    Serve,
+    /// Validate the config file and exit: 0 when valid, 64 otherwise.
+    Check,
+    /// Serve the gateway in front of two embedded demo AgentOS hosts.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:7777")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let command = match (cli.command, &cli.config) {
+        (Some(command), _) => command,
+        (None, Some(_)) => Command::Serve,
+        (None, None) => Command::Demo {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
+        },
+    };
+    match command {
+        Command::Check => match load(cli.config.as_ref()) {
+            Ok((path, config)) => {
+                println!(
+                    "{}: ok ({} workflows on {} hosts, listen {})",
+                    path.display(),
+                    config.workflows.len(),
+                    distinct_hosts(&config),
+                    config.server.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve => match load(cli.config.as_ref()) {
+            Ok((_, config)) => run(serve(config)),
+            Err(code) => code,
+        },
+        Command::Demo { listen } => {
+            let _ = listen;
+            ExitCode::FAILURE
+        } //TMP
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
+    let Some(path) = path else {
+        eprintln!("error: no config file: pass --config PATH or set AGENTOS_GATEWAY_CONFIG");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    };
+    Config::load(path)
+        .map(|config| (path.clone(), config))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+}
+
+fn distinct_hosts(config: &Config) -> usize {
+    let mut hosts: Vec<&str> = config.workflows.iter().map(|w| w.base()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts.len()
+}
+
+async fn serve(config: Config) -> std::io::Result<()> {
+    let state = AppState::new(&config).map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        workflows = config.workflows.len(),
+        "agentos-gateway ready"
+    );
+    server::serve(listener, state, server::shutdown_signal()).await
+}
+
+fn run(task: impl Future<Output = std::io::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SERVE);
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_SERVE)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

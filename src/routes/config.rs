@@ -1,0 +1,102 @@
+//! `GET /config`: an AgentOS `ConfigResponse` for the gateway itself, with the
+//! workflows it exposes and the databases its hosts report, so that
+//! `RemoteWorkflow.db` and the AgentOS web UI work through the gateway.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use super::workflows::{summaries, wants_fresh};
+use crate::state::SharedState;
+
+/// The per-domain database lists of a `ConfigResponse`.
+const DB_DOMAINS: &[&str] = &[
+    "session", "metrics", "memory", "learning", "evals", "traces",
+];
+
+pub async fn config(State(state): State<SharedState>, headers: HeaderMap) -> Json<Value> {
+    let refresh = wants_fresh(&headers);
+    let host_fetches = state.upstreams.hosts().iter().map(|host| {
+        let state = &state;
+        async move {
+            match state.cache.host_config(host, refresh).await {
+                Ok(cached) => Some(cached.doc),
+                Err(error) => {
+                    tracing::warn!(host = %host.client.base_url(), %error, "host config unavailable");
+                    None
+                }
+            }
+        }
+    });
+    let (host_configs, workflows) =
+        futures::future::join(futures::future::join_all(host_fetches), summaries(&state)).await;
+    let host_configs: Vec<_> = host_configs.into_iter().flatten().collect();
+
+    let mut databases: Vec<Value> = Vec::new();
+    for cfg in &host_configs {
+        for db in cfg
+            .get("databases")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !databases.contains(db) {
+                databases.push(db.clone());
+            }
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("os_id".into(), state.server.os_id.clone().into());
+    if let Some(name) = &state.server.name {
+        out.insert("name".into(), name.clone().into());
+    }
+    if let Some(description) = &state.server.description {
+        out.insert("description".into(), description.clone().into());
+    }
+    out.insert("available_models".into(), json!([]));
+    out.insert("databases".into(), Value::Array(databases));
+    for &domain in DB_DOMAINS {
+        out.insert(
+            domain.into(),
+            json!({ "dbs": merged(&host_configs, domain, "dbs") }),
+        );
+    }
+    out.insert(
+        "knowledge".into(),
+        json!({
+            "dbs": merged(&host_configs, "knowledge", "dbs"),
+            "knowledge_instances": merged(&host_configs, "knowledge", "knowledge_instances"),
+        }),
+    );
+    out.insert("filesystem".into(), json!({ "namespaces": [] }));
+    out.insert(
+        "queue".into(),
+        json!({ "durable": false, "queue_per_session": false }),
+    );
+    out.insert("agents".into(), json!([]));
+    out.insert("teams".into(), json!([]));
+    out.insert("workflows".into(), Value::Array(workflows));
+    out.insert("interfaces".into(), json!([]));
+    out.insert("company".into(), Value::Null);
+    Json(Value::Object(out))
+}
+
+/// Concatenates `cfg[domain][list]` across hosts, dropping exact duplicates
+/// (hosts sharing one database report the same entry).
+fn merged(host_configs: &[std::sync::Arc<Value>], domain: &str, list: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for cfg in host_configs {
+        let items = cfg
+            .get(domain)
+            .and_then(|d| d.get(list))
+            .and_then(Value::as_array);
+        for item in items.into_iter().flatten() {
+            if !out.contains(item) {
+                out.push(item.clone());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! The `/workflows` resource: the list and detail documents (served from the
+//! metadata cache) and every per-run call, forwarded to the owning host.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+use crate::proxy;
+use crate::state::SharedState;
+use crate::upstream::Upstream;
+
+/// Response header that says whether a metadata answer came from the cache.
+pub const CACHE_HEADER: &str = "x-gateway-cache";
+
+/// The fields of AgentOS's `WorkflowSummaryResponse`.
+const SUMMARY_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "db_id",
+    "is_factory",
+    "factory_input_schema",
+    "is_component",
+    "current_version",
+    "stage",
+    "sandboxed",
+];
+
+/// `GET /workflows`: every configured workflow, in config order. A host that
+/// is down never fails the list: its entries come from the last good copy or,
+/// failing that, from the config file alone.
+pub async fn list(State(state): State<SharedState>) -> Json<Vec<Value>> {
+    Json(summaries(&state).await)
+}
+
+/// The summaries of all workflows, fetched concurrently.
+pub async fn summaries(state: &SharedState) -> Vec<Value> {
+    let fetches = state
+        .upstreams
+        .workflows()
+        .iter()
+        .map(|upstream| summary_of(state, upstream));
+    futures::future::join_all(fetches).await
+}
+
+async fn summary_of(state: &SharedState, upstream: &Upstream) -> Value {
+    match state.cache.workflow(upstream, false, None).await {
+        Ok(cached) => summary(&cached.doc),
+        Err(error) => {
+            tracing::warn!(
+                workflow = %upstream.config.id,
+                host = %upstream.host.client.base_url(),
+                %error,
+                "workflow metadata unavailable; listing it from the config file"
+            );
+            let mut fallback = Map::new();
+            fallback.insert("id".into(), upstream.config.id.clone().into());
+            fallback.insert("name".into(), upstream.config.id.clone().into());
+            fallback.insert("is_factory".into(), false.into());
+            fallback.insert("is_component".into(), false.into());
+            fallback.insert("sandboxed".into(), false.into());
+            Value::Object(fallback)
+        }
+    }
+}
+
+/// A `WorkflowSummaryResponse` cut from a `WorkflowResponse`, nulls omitted as
+/// AgentOS omits them.
+fn summary(doc: &Value) -> Value {
+    let mut out = Map::new();
+    for &field in SUMMARY_FIELDS {
+        if let Some(value) = doc.get(field).filter(|v| !v.is_null()) {
+            out.insert(field.into(), value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// `GET /workflows/{id}`: the host's document with `id` rewritten to the
+/// gateway id, from the cache. `?refresh=true` or `Cache-Control: no-cache`
+/// forces a fresh fetch; `?version=N` is passed through uncached.
+pub async fn detail(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    let upstream = lookup(&state, &id)?;
+    let query = request.uri().query().unwrap_or("");
+    let mut refresh = wants_fresh(request.headers());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "version" => return forward_call(State(state), Path(id), request).await,
+            "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
+            _ => {}
+        }
+    }
+    let bearer = bearer_token(request.headers());
+    let cached = state.cache.workflow(upstream, refresh, bearer).await?;
+    let mut response = Json(&*cached.doc).into_response();
+    response.headers_mut().insert(
+        CACHE_HEADER,
+        HeaderValue::from_static(cached.freshness.as_str()),
+    );
+    Ok(response)
+}
+
+/// Every per-run call (`/runs`, `/runs/{run_id}`, `/cancel`, `/continue`,
+/// `/resume`): the path after the gateway id, the query and the body go to
+/// the host unchanged under the host's workflow id.
+pub async fn forward_call(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    let upstream = lookup(&state, &id)?;
+    let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
+    proxy::forward(upstream, &path_and_query, request).await
+}
+
+/// Same as [`forward_call`] for routes that also capture a run id.
+pub async fn forward_run_call(
+    state: State<SharedState>,
+    Path((id, _run_id)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    forward_call(state, Path(id), request).await
+}
+
+fn lookup<'a>(state: &'a SharedState, id: &str) -> Result<&'a Upstream, GatewayError> {
+    state
+        .upstreams
+        .get(id)
+        .map(|u| &**u)
+        .ok_or(GatewayError::WorkflowNotFound)
+}
+
+/// `/workflows/{gateway id}/rest?query` → `{prefix}/rest?query`, keeping the
+/// caller's percent-encoding of `rest` byte for byte.
+fn upstream_path(prefix: &str, uri: &http::Uri) -> String {
+    let path = uri.path();
+    let after_collection = path.strip_prefix("/workflows/").unwrap_or("");
+    let rest = after_collection
+        .find('/')
+        .map_or("", |i| &after_collection[i..]);
+    let mut out = String::with_capacity(prefix.len() + rest.len() + 64);
+    out.push_str(prefix);
+    out.push_str(rest);
+    if let Some(query) = uri.query() {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+pub fn wants_fresh(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rewritten_to_the_host_workflow_id() {
+        let uri: http::Uri = "/workflows/gw-id/runs/r%2F1/cancel?session_id=s"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            upstream_path("/workflows/host-id", &uri),
+            "/workflows/host-id/runs/r%2F1/cancel?session_id=s"
+        );
+        let uri: http::Uri = "/workflows/gw-id/runs".parse().unwrap();
+        assert_eq!(upstream_path("/workflows/h", &uri), "/workflows/h/runs");
+    }
+
+    #[test]
+    fn summary_keeps_summary_fields_and_drops_nulls() {
+        let doc = serde_json::json!({"id":"a","name":"A","description":null,"steps":[],"db_id":"d","sandboxed":false});
+        assert_eq!(
+            summary(&doc),
+            serde_json::json!({"id":"a","name":"A","db_id":"d","sandboxed":false})
+        );
+    }
+}

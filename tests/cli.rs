@@ -1,0 +1,91 @@
+//! The binary's command line: `check` accepts the example config and rejects
+//! each kind of bad config with the file, line and key.
+
+use std::process::Command;
+
+fn check(toml: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("agw-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos-gateway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("CLI_TEST_UNSET")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos-gateway"))
+        .args(["check", "--config", "config/gateway.example.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 workflows on 3 hosts"));
+}
+
+#[test]
+fn each_bad_config_names_file_line_and_key() {
+    let wf = "[[workflows]]\nid = \"a\"\nbase_url = \"http://h\"\n";
+    let cases = [
+        (
+            format!("{wf}colour = \"red\"\n"),
+            "FILE:4:1: `workflows.colour`: unknown field",
+        ),
+        (
+            format!("{wf}{wf}"),
+            "FILE:5:6: `workflows.id`: duplicate id `a`",
+        ),
+        (
+            "[[workflows]]\nid = \"a\"\nbase_url = \"gopher://h\"\n".to_owned(),
+            "FILE:3:12: `workflows.base_url`",
+        ),
+        (
+            "[[workflows]]\nid = \"a b\"\nbase_url = \"http://h\"\n".to_owned(),
+            "FILE:2:6: `workflows.id`: `a b` is not URL-safe",
+        ),
+        (
+            format!("{wf}timeout = 0\n"),
+            "FILE:4:11: `workflows.timeout`: must be a positive number",
+        ),
+        (
+            format!("{wf}auth_token = \"${{CLI_TEST_UNSET}}\"\n"),
+            "FILE:4:14: `workflows.auth_token`: environment variable `CLI_TEST_UNSET` is not set",
+        ),
+        (
+            "[server]\nconfig_ttl = 0\n".to_owned(),
+            "FILE:2:14: `server.config_ttl`",
+        ),
+        ("[server\n".to_owned(), "FILE:1:"),
+    ];
+    for (toml, expected) in cases {
+        let (code, stderr) = check(&toml);
+        assert_eq!(code, 64, "{toml}\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos-gateway"))
+        .args(["check", "--config", "/nonexistent/gw.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/gw.toml: cannot read config file")
+    );
+}

@@ -1,0 +1,374 @@
+//! Test harness: in-process mock AgentOS hosts and an in-process gateway, all
+//! on 127.0.0.1 ephemeral ports.
+//!
+//! A mock host records every request it gets and answers the metadata routes
+//! like an AgentOS. Event streams are driven by the test through a channel
+//! ([`StreamControl`]): the host emits a chunk only when the test sends it,
+//! fails the connection when the test sends an error, and the test learns
+//! that the gateway dropped the upstream request when the channel closes.
+//! Nothing here synchronises by sleeping.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentos_gateway::config::Config;
+use agentos_gateway::state::{AppState, SharedState};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// One request as the host saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends the chunks of one event stream from the host.
+pub struct StreamControl {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl StreamControl {
+    /// The host writes `chunk` as one body chunk.
+    pub async fn send(&self, chunk: impl Into<Bytes>) {
+        self.tx
+            .send(Ok(chunk.into()))
+            .await
+            .expect("the host's stream was dropped");
+    }
+    /// Like [`send`](Self::send), but says whether the host side was still
+    /// there instead of failing.
+    pub async fn offer(&self, chunk: impl Into<Bytes>) -> bool {
+        self.tx.send(Ok(chunk.into())).await.is_ok()
+    }
+    /// The host's connection dies mid-body.
+    pub async fn die(self) {
+        let _ = self
+            .tx
+            .send(Err(std::io::Error::other("host died mid-stream")))
+            .await;
+    }
+    /// The host ends the stream cleanly.
+    pub fn finish(self) {}
+    /// Resolves once the host side of the stream is dropped, which is what
+    /// happens when the gateway drops its upstream request.
+    pub async fn upstream_dropped(&self) {
+        self.tx.closed().await
+    }
+}
+
+#[derive(Default)]
+struct HostState {
+    recorded: Mutex<Vec<Recorded>>,
+    workflow_doc_hits: AtomicUsize,
+    config_hits: AtomicUsize,
+    /// Streams handed out, in order, to `POST .../runs` with stream=true.
+    streams: Mutex<VecDeque<mpsc::Receiver<Result<Bytes, std::io::Error>>>>,
+    /// When set, `GET /workflows/{id}` waits for a permit before answering.
+    doc_gate: Mutex<Option<Arc<Semaphore>>>,
+    os_id: String,
+    db_id: String,
+}
+
+/// A mock AgentOS host.
+pub struct MockHost {
+    pub addr: SocketAddr,
+    pub url: String,
+    state: Arc<HostState>,
+    stop: CancellationToken,
+    stopped: Arc<tokio::sync::Notify>,
+}
+
+impl MockHost {
+    /// A host that answers the metadata routes, streams runs from
+    /// [`MockHost::stream`] and records everything else, answering it with a
+    /// JSON description of the request (status from `x-mock-status`).
+    pub async fn start(os_id: &str) -> MockHost {
+        let state = Arc::new(HostState {
+            os_id: os_id.to_owned(),
+            db_id: format!("{os_id}-db"),
+            ..HostState::default()
+        });
+        let router = Router::new()
+            .route("/config", get(host_config))
+            .route("/workflows/{id}", get(workflow_doc))
+            .fallback(record_and_answer)
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stopped = Arc::new(tokio::sync::Notify::new());
+        let (stop2, stopped2) = (stop.clone(), stopped.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop2.cancelled_owned())
+                .await
+                .unwrap();
+            stopped2.notify_waiters();
+        });
+        MockHost {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            stop,
+            stopped,
+        }
+    }
+
+    /// Queues an event stream for the next streaming run and returns its
+    /// control.
+    pub fn stream(&self) -> StreamControl {
+        let (tx, rx) = mpsc::channel(16);
+        self.state.streams.lock().unwrap().push_back(rx);
+        StreamControl { tx }
+    }
+
+    /// Every request recorded by the fallback route.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.state.recorded.lock().unwrap().clone()
+    }
+
+    /// The last recorded request.
+    pub fn last(&self) -> Recorded {
+        self.recorded().pop().expect("the host got no request")
+    }
+
+    pub fn workflow_doc_hits(&self) -> usize {
+        self.state.workflow_doc_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn config_hits(&self) -> usize {
+        self.state.config_hits.load(Ordering::SeqCst)
+    }
+
+    /// Makes `GET /workflows/{id}` wait until the returned semaphore gets
+    /// permits.
+    pub fn gate_workflow_docs(&self) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        *self.state.doc_gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    /// Stops the host: its port refuses connections afterwards.
+    pub async fn stop(self) {
+        let stopped = self.stopped.notified();
+        self.stop.cancel();
+        stopped.await;
+    }
+}
+
+async fn host_config(State(state): State<Arc<HostState>>) -> Response {
+    state.config_hits.fetch_add(1, Ordering::SeqCst);
+    let db = json!({"db_id": state.db_id, "domain_config": {"display_name": state.db_id}, "tables": ["agno_sessions"]});
+    axum::Json(json!({
+        "os_id": state.os_id,
+        "description": "mock host",
+        "available_models": [],
+        "databases": [state.db_id],
+        "session": {"dbs": [db]},
+        "metrics": {"dbs": [db]},
+        "knowledge": {"dbs": [], "knowledge_instances": []},
+        "agents": [], "teams": [], "workflows": [], "interfaces": [], "company": null
+    }))
+    .into_response()
+}
+
+async fn workflow_doc(State(state): State<Arc<HostState>>, Path(id): Path<String>) -> Response {
+    state.workflow_doc_hits.fetch_add(1, Ordering::SeqCst);
+    let gate = state.doc_gate.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        let _permit = gate.acquire().await.unwrap();
+    }
+    if id == "missing" {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"detail": "Workflow not found"})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({
+        "id": id,
+        "name": format!("{id} on {}", state.os_id),
+        "db_id": state.db_id,
+        "description": "a mock workflow",
+        "input_schema": null,
+        "steps": [{"name": "only", "type": "Step"}],
+        "workflow_agent": false,
+        "is_factory": false,
+        "is_component": false,
+        "sandboxed": false
+    }))
+    .into_response()
+}
+
+async fn record_and_answer(State(state): State<Arc<HostState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    state.recorded.lock().unwrap().push(recorded);
+
+    let is_run = parts.method == "POST" && parts.uri.path().ends_with("/runs");
+    let streaming = is_run && !String::from_utf8_lossy(&body).contains("stream=false");
+    if streaming {
+        let stream = state.streams.lock().unwrap().pop_front();
+        if let Some(rx) = stream {
+            let body = Body::from_stream(receiver_stream(rx));
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+                .body(body)
+                .unwrap();
+        }
+    }
+    let status = parts
+        .headers
+        .get("x-mock-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(200);
+    let answer = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "body_len": body.len(),
+    });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-host-header", "kept")
+        .body(Body::from(answer.to_string()))
+        .unwrap()
+}
+
+fn receiver_stream(
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// A host that accepts TCP connections and never answers.
+pub async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// A base URL whose port refuses connections.
+pub async fn refusing_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+/// An in-process gateway.
+pub struct Gateway {
+    pub url: String,
+    pub state: SharedState,
+    stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Starts a gateway from TOML text (its `listen` is ignored).
+    pub async fn start(toml: &str) -> Gateway {
+        let config = Config::parse(std::path::Path::new("test.toml"), toml, &|name| {
+            std::env::var(name).ok()
+        })
+        .unwrap();
+        Gateway::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> Gateway {
+        let state = AppState::new(&config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            agentos_gateway::server::serve(listener, serve_state, shutdown)
+                .await
+                .unwrap();
+        });
+        Gateway { url, state, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A `[[workflows]]` entry.
+pub fn workflow(id: &str, base_url: &str, workflow_id: &str) -> String {
+    format!(
+        "[[workflows]]\nid = \"{id}\"\nbase_url = \"{base_url}\"\nworkflow_id = \"{workflow_id}\"\n"
+    )
+}
+
+/// A test HTTP client with no pooling surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Reads the next body chunk, failing the test if none arrives in 10 s (a
+/// guard against hangs, not a synchronisation).
+pub async fn next_chunk(response: &mut reqwest::Response) -> Option<Bytes> {
+    tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .expect("no chunk within 10 s")
+        .expect("body error")
+}
+
+/// Reads the rest of the body.
+pub async fn rest(response: reqwest::Response) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(10), response.bytes())
+        .await
+        .expect("body not finished within 10 s")
+        .expect("body error")
+        .to_vec()
+}
+
+pub fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
