@@ -19,8 +19,6 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-/// Default listen address, the port an AgentOS uses.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:7777";
 /// RemoteWorkflow's default idle timeout, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 /// RemoteWorkflow's default config cache TTL, in seconds.
@@ -30,6 +28,15 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 5.0;
 /// How long a metadata fetch (`GET /config`, `GET /workflows/{id}`) may take,
 /// so one slow host never holds up the workflow list.
 pub const DEFAULT_CONFIG_FETCH_TIMEOUT_SECS: f64 = 10.0;
+/// After SIGTERM, how long new connections are still accepted (while `/ready`
+/// already says 503) so load balancers can deregister the pod.
+pub const DEFAULT_DRAIN_GRACE_SECS: f64 = 5.0;
+/// After the listener closes, how long in-flight requests and streams may
+/// run on. Long, because a cut stream cancels the user's run.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: f64 = 300.0;
+/// Prefix of the environment variables that override `[server]` keys, e.g.
+/// `AGENTOS_GATEWAY_LISTEN` for `server.listen`.
+pub const ENV_PREFIX: &str = "AGENTOS_GATEWAY_";
 /// Default request body limit: 100 MiB, room for file uploads.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 * 1024 * 1024;
 
@@ -62,6 +69,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub connect_timeout: Duration,
     pub config_fetch_timeout: Duration,
+    pub drain_grace: Duration,
+    pub drain_timeout: Duration,
     /// Allowed browser origins; `None` means any origin (`["*"]`).
     pub cors_origins: Option<Vec<String>>,
 }
@@ -111,6 +120,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("environment variable {var} (overrides `{key}`): {message}")]
+    Env {
+        var: String,
+        key: String,
+        message: String,
+    },
     #[error("{path}:{line}:{column}: `{key}`: {message}")]
     Invalid {
         path: PathBuf,
@@ -138,13 +153,15 @@ struct RawConfig {
 struct RawServer {
     listen: Option<Spanned<String>>,
     os_id: Option<Spanned<String>>,
-    name: Option<String>,
-    description: Option<String>,
+    name: Option<Spanned<String>>,
+    description: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     connect_timeout: Option<Spanned<f64>>,
     config_fetch_timeout: Option<Spanned<f64>>,
     timeout: Option<Spanned<f64>>,
     config_ttl: Option<Spanned<f64>>,
+    drain_grace: Option<Spanned<f64>>,
+    drain_timeout: Option<Spanned<f64>>,
     #[serde(default)]
     cors: RawCors,
 }
@@ -263,8 +280,70 @@ fn missing_field(message: &str) -> Option<&str> {
         .and_then(|rest| rest.split('`').next())
 }
 
+/// Where a setting's value came from, for error messages.
+enum Origin {
+    File(Range<usize>),
+    Env(String),
+}
+
+/// One setting's value and where it came from.
+struct Setting<T> {
+    value: T,
+    origin: Origin,
+}
+
+impl Locator<'_> {
+    fn at(&self, origin: &Origin, key: &str, message: impl Into<String>) -> ConfigError {
+        match origin {
+            Origin::File(span) => self.error(span.clone(), key, message),
+            Origin::Env(var) => ConfigError::Env {
+                var: var.clone(),
+                key: key.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// A value from the file, wrapped with its position.
+fn from_file<T: Clone>(value: &Option<Spanned<T>>) -> Option<Setting<T>> {
+    value.as_ref().map(|v| Setting {
+        value: v.get_ref().clone(),
+        origin: Origin::File(v.span()),
+    })
+}
+
+/// `server.<key>` from `AGENTOS_GATEWAY_<KEY>` when set, else from the file.
+fn server_setting<T: Clone>(
+    file: &Option<Spanned<T>>,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<Setting<T>>, ConfigError> {
+    let var = format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase());
+    match env(&var) {
+        None => Ok(from_file(file)),
+        Some(raw) => match parse(raw.trim()) {
+            Ok(value) => Ok(Some(Setting {
+                value,
+                origin: Origin::Env(var),
+            })),
+            Err(message) => Err(ConfigError::Env {
+                var,
+                key: format!("server.{key}"),
+                message,
+            }),
+        },
+    }
+}
+
+fn parse_seconds(raw: &str) -> Result<f64, String> {
+    raw.parse()
+        .map_err(|_| format!("`{raw}` is not a number of seconds"))
+}
+
 fn seconds(
-    value: &Option<Spanned<f64>>,
+    value: Option<Setting<f64>>,
     default: f64,
     key: &str,
     locate: &Locator,
@@ -272,10 +351,10 @@ fn seconds(
     let Some(v) = value else {
         return Ok(Duration::from_secs_f64(default));
     };
-    let secs = *v.get_ref();
+    let secs = v.value;
     if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 24.0 * 3600.0 {
-        return Err(locate.error(
-            v.span(),
+        return Err(locate.at(
+            &v.origin,
             key,
             format!("must be a positive number of seconds, got {secs}"),
         ));
@@ -322,75 +401,94 @@ fn validate(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let s = &raw.server;
-    let listen = match &s.listen {
-        None => DEFAULT_LISTEN
-            .parse()
-            .map_err(|_| locate.error(0..0, "server.listen", "built-in default does not parse"))?,
-        Some(v) => v.get_ref().parse().map_err(|_| {
-            locate.error(
-                v.span(),
+    let text = |raw: &str| Ok(raw.to_owned());
+    let listen = match server_setting(&s.listen, "listen", env, text)? {
+        None => SocketAddr::from(([0, 0, 0, 0], 7777)),
+        Some(v) => v.value.parse().map_err(|_| {
+            locate.at(
+                &v.origin,
                 "server.listen",
-                format!("`{}` is not an IP:port address", v.get_ref()),
+                format!("`{}` is not an IP:port address", v.value),
             )
         })?,
     };
-    let os_id = match &s.os_id {
+    let os_id = match server_setting(&s.os_id, "os_id", env, text)? {
         None => "agentos-gateway".to_owned(),
-        Some(v) if v.get_ref().trim().is_empty() => {
-            return Err(locate.error(v.span(), "server.os_id", "must not be empty"));
+        Some(v) if v.value.trim().is_empty() => {
+            return Err(locate.at(&v.origin, "server.os_id", "must not be empty"));
         }
-        Some(v) => v.get_ref().clone(),
+        Some(v) => v.value,
     };
-    let max_body_bytes = match &s.max_body_bytes {
+    let name = server_setting(&s.name, "name", env, text)?.map(|v| v.value);
+    let description = server_setting(&s.description, "description", env, text)?.map(|v| v.value);
+    let max_body_bytes = match server_setting(&s.max_body_bytes, "max_body_bytes", env, |raw| {
+        raw.parse()
+            .map_err(|_| format!("`{raw}` is not a number of bytes"))
+    })? {
         None => DEFAULT_MAX_BODY_BYTES,
-        Some(v) if *v.get_ref() == 0 => {
-            return Err(locate.error(v.span(), "server.max_body_bytes", "must be above 0"));
+        Some(v) if v.value == 0 => {
+            return Err(locate.at(&v.origin, "server.max_body_bytes", "must be above 0"));
         }
-        Some(v) => *v.get_ref(),
+        Some(v) => v.value,
     };
-    let cors_origins = match &s.cors.allowed_origins {
+    let origins = server_setting(
+        &s.cors.allowed_origins,
+        "cors.allowed_origins",
+        env,
+        |raw| {
+            Ok(raw
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect())
+        },
+    )?;
+    let cors_origins = match origins {
         None => Some(DEFAULT_CORS_ORIGINS.iter().map(|o| o.to_string()).collect()),
-        Some(v) if v.get_ref().iter().any(|o| o == "*") => None,
+        Some(v) if v.value.iter().any(|o| o == "*") => None,
         Some(v) => {
-            for origin in v.get_ref() {
+            for origin in &v.value {
                 if http::HeaderValue::from_str(origin).is_err() || Url::parse(origin).is_err() {
-                    return Err(locate.error(
-                        v.span(),
+                    return Err(locate.at(
+                        &v.origin,
                         "server.cors.allowed_origins",
                         format!("`{origin}` is not an origin like https://app.example.com"),
                     ));
                 }
             }
-            Some(v.get_ref().clone())
+            Some(v.value)
         }
+    };
+    let duration = |file: &Option<Spanned<f64>>, key: &str, default: f64| {
+        let setting = server_setting(file, key, env, parse_seconds)?;
+        seconds(setting, default, &format!("server.{key}"), locate)
     };
     let server = ServerConfig {
         listen,
         os_id,
-        name: s.name.clone(),
-        description: s.description.clone(),
+        name,
+        description,
         max_body_bytes,
-        connect_timeout: seconds(
+        connect_timeout: duration(
             &s.connect_timeout,
+            "connect_timeout",
             DEFAULT_CONNECT_TIMEOUT_SECS,
-            "server.connect_timeout",
-            locate,
         )?,
-        config_fetch_timeout: seconds(
+        config_fetch_timeout: duration(
             &s.config_fetch_timeout,
+            "config_fetch_timeout",
             DEFAULT_CONFIG_FETCH_TIMEOUT_SECS,
-            "server.config_fetch_timeout",
-            locate,
+        )?,
+        drain_grace: duration(&s.drain_grace, "drain_grace", DEFAULT_DRAIN_GRACE_SECS)?,
+        drain_timeout: duration(
+            &s.drain_timeout,
+            "drain_timeout",
+            DEFAULT_DRAIN_TIMEOUT_SECS,
         )?,
         cors_origins,
     };
-    let default_timeout = seconds(&s.timeout, DEFAULT_TIMEOUT_SECS, "server.timeout", locate)?;
-    let default_ttl = seconds(
-        &s.config_ttl,
-        DEFAULT_CONFIG_TTL_SECS,
-        "server.config_ttl",
-        locate,
-    )?;
+    let default_timeout = duration(&s.timeout, "timeout", DEFAULT_TIMEOUT_SECS)?;
+    let default_ttl = duration(&s.config_ttl, "config_ttl", DEFAULT_CONFIG_TTL_SECS)?;
 
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut workflows = Vec::with_capacity(raw.workflows.len());
@@ -446,11 +544,21 @@ fn validate(
             workflow_id,
             timeout: match &w.timeout {
                 None => default_timeout,
-                v => seconds(v, DEFAULT_TIMEOUT_SECS, "workflows.timeout", locate)?,
+                v => seconds(
+                    from_file(v),
+                    DEFAULT_TIMEOUT_SECS,
+                    "workflows.timeout",
+                    locate,
+                )?,
             },
             config_ttl: match &w.config_ttl {
                 None => default_ttl,
-                v => seconds(v, DEFAULT_CONFIG_TTL_SECS, "workflows.config_ttl", locate)?,
+                v => seconds(
+                    from_file(v),
+                    DEFAULT_CONFIG_TTL_SECS,
+                    "workflows.config_ttl",
+                    locate,
+                )?,
             },
             auth_token,
         });
@@ -612,6 +720,40 @@ mod tests {
             e.starts_with("gw.toml:2:") && e.contains("server.listen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn server_keys_can_come_from_the_environment() {
+        let env = |name: &str| match name {
+            "AGENTOS_GATEWAY_LISTEN" => Some("127.0.0.1:9000".to_owned()),
+            "AGENTOS_GATEWAY_TIMEOUT" => Some("42".to_owned()),
+            "AGENTOS_GATEWAY_CORS_ALLOWED_ORIGINS" => {
+                Some("https://a.example, https://b.example".to_owned())
+            }
+            "AGENTOS_GATEWAY_DRAIN_TIMEOUT" => Some("600".to_owned()),
+            _ => None,
+        };
+        let src = "[server]\nlisten = \"0.0.0.0:1\"\n[[workflows]]\nid = \"a\"\nbase_url = \"http://h\"\n";
+        let c = Config::parse(Path::new("gw.toml"), src, &env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.workflows[0].timeout, Duration::from_secs(42));
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(600));
+        assert_eq!(
+            c.server.cors_origins.unwrap(),
+            vec![
+                "https://a.example".to_owned(),
+                "https://b.example".to_owned()
+            ]
+        );
+        let bad = |name: &str| (name == "AGENTOS_GATEWAY_CONNECT_TIMEOUT").then(|| "0".to_owned());
+        let e = Config::parse(Path::new("gw.toml"), "", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable AGENTOS_GATEWAY_CONNECT_TIMEOUT"),
+            "{e}"
+        );
+        assert!(e.contains("server.connect_timeout"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Cross-cutting concerns as tower layers, applied once around every route:
-//! request ids, access tracing, the request body limit, CORS and trailing
-//! slash normalisation. Handlers never repeat any of this.
+//! request ids, tracing spans, the access log and request metrics, the
+//! request body limit, CORS and trailing-slash normalisation. Handlers never
+//! repeat any of this.
 
 use std::time::Duration;
 
@@ -20,17 +21,24 @@ use tracing::Level;
 
 use crate::config::ServerConfig;
 use crate::error::GatewayError;
+use crate::observability;
+use crate::state::SharedState;
 
 /// `X-Request-Id`: kept when the caller sends one, created otherwise, sent to
 /// the host and returned to the caller.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps `routes` in every layer. The result is what the listener serves.
-pub fn apply(routes: Router, server: &ServerConfig) -> NormalizePath<Router> {
+pub fn apply(routes: Router, state: &SharedState) -> NormalizePath<Router> {
+    let server = &state.server;
     let routes = routes
         .layer(middleware::from_fn_with_state(
             server.max_body_bytes,
             limit_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observability::access::track,
         ))
         .layer(
             TraceLayer::new_for_http()
@@ -47,7 +55,8 @@ pub fn apply(routes: Router, server: &ServerConfig) -> NormalizePath<Router> {
                         request_id,
                     )
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // The access layer writes the per-request line.
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

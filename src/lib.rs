@@ -6,7 +6,8 @@
 //! Module map, in the order a request meets them:
 //! - [`config`]: the TOML schema, defaults and start-up validation.
 //! - [`server`]: serving the app on a bound listener, and shutdown signals.
-//! - [`layers`]: request ids, tracing, body limit, CORS: tower layers around every route.
+//! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
+//! - [`observability`]: Prometheus metrics and the access log layer.
 //! - [`routes`]: the AgentOS surface, one file per resource (`health`, `config`, `workflows`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
 //! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 //TMP pub mod fakehost;
 pub mod layers;
+pub mod observability;
 pub mod proxy;
 pub mod routes;
 pub mod server;

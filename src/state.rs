@@ -4,15 +4,28 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::ClientError;
 use crate::config::{Config, ServerConfig};
-use crate::upstream::Upstreams;
+use crate::error::GatewayError;
+use crate::observability::metrics::Metrics;
 use crate::upstream::cache::ConfigCache;
+use crate::upstream::{Host, Upstreams};
 
 /// Shared, read-mostly state of a running gateway.
 pub struct AppState {
     pub server: ServerConfig,
     pub upstreams: Upstreams,
     pub cache: ConfigCache,
+    pub metrics: Metrics,
+    /// Cancelled when the drain deadline passes: open streams end with an
+    /// error event and their runs are cancelled on the host.
+    pub end_streams: CancellationToken,
+    /// Calls the gateway makes on its own (cancels of cut-off runs); waited
+    /// for before the process exits.
+    pub background: TaskTracker,
     /// When the gateway started, reported by `/health` as AgentOS does.
     pub instantiated_at: String,
     draining: AtomicBool,
@@ -28,6 +41,9 @@ impl AppState {
             server: config.server.clone(),
             upstreams: Upstreams::new(config)?,
             cache: ConfigCache::new(config.server.config_fetch_timeout),
+            metrics: Metrics::new(),
+            end_streams: CancellationToken::new(),
+            background: TaskTracker::new(),
             instantiated_at: chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.6fZ")
                 .to_string(),
@@ -38,6 +54,12 @@ impl AppState {
     /// Marks the gateway as shutting down: `/ready` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts a failed metadata or cancel call to `host`.
+    pub fn note_upstream_error(&self, host: &Host, error: &ClientError) {
+        let kind = GatewayError::from(error.clone()).kind();
+        self.metrics.upstream_error(host.client.base_url(), kind);
     }
 
     pub fn is_draining(&self) -> bool {

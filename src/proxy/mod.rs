@@ -10,7 +10,9 @@
 mod sse;
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -21,14 +23,33 @@ use http::{Method, Request};
 
 use crate::client::ClientError;
 use crate::error::GatewayError;
+use crate::state::AppState;
 use crate::upstream::Upstream;
 
 pub use sse::SseRelay;
 
+/// Attached to every response that came from a host, for the access log and
+/// the metrics.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub upstream: Arc<Upstream>,
+    /// Time from sending the request to the host's response head.
+    pub waited: Duration,
+    /// Events relayed so far (event streams only).
+    events: Arc<AtomicU64>,
+}
+
+impl Forwarded {
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+}
+
 /// Forwards `request` to `upstream`'s host at `path_and_query` and streams the
 /// answer back.
 pub async fn forward(
-    upstream: &Upstream,
+    state: &AppState,
+    upstream: &Arc<Upstream>,
     path_and_query: &str,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
@@ -43,6 +64,7 @@ pub async fn forward(
     {
         headers.insert(header::AUTHORIZATION, value);
     }
+    let authorization = headers.get(header::AUTHORIZATION).cloned();
 
     let mut outgoing = client
         .http()
@@ -52,10 +74,28 @@ pub async fn forward(
         outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
 
-    let response = match tokio::time::timeout(timeout, outgoing.send()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Err(client.classify(&e, timeout).into()),
-        Err(_) => return Err(client.timeout_error(timeout).into()),
+    let sent = Instant::now();
+    let result = match tokio::time::timeout(timeout, outgoing.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(client.classify(&e, timeout)),
+        Err(_) => Err(client.timeout_error(timeout)),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let error = GatewayError::from(error);
+            if !matches!(error, GatewayError::PayloadTooLarge) {
+                state
+                    .metrics
+                    .upstream_error(client.base_url(), error.kind());
+            }
+            return Err(error);
+        }
+    };
+    let forwarded = Forwarded {
+        upstream: upstream.clone(),
+        waited: sent.elapsed(),
+        events: Arc::default(),
     };
 
     let status = response.status();
@@ -75,9 +115,15 @@ pub async fn forward(
         );
         let relay = SseRelay::new(
             upstream_body,
-            timeout,
-            client.clone(),
-            upstream.config.id.clone(),
+            sse::RelayContext {
+                upstream: upstream.clone(),
+                events: forwarded.events.clone(),
+                active_streams: state.metrics.active_streams.clone(),
+                upstream_errors: state.metrics.upstream_errors.clone(),
+                end_streams: state.end_streams.clone(),
+                background: state.background.clone(),
+                authorization,
+            },
         );
         Body::from_stream(relay.into_stream())
     } else {
@@ -87,6 +133,7 @@ pub async fn forward(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    response.extensions_mut().insert(forwarded);
     Ok(response)
 }
 

@@ -8,27 +8,56 @@
 //! and appends one well-formed AgentOS `WorkflowError` event carrying those
 //! ids, so agno's client ends with an error instead of a truncated stream.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::RelayItem;
-use crate::client::{AgentOsClient, ClientError};
+use crate::client::ClientError;
+use crate::error::GatewayError;
+use crate::observability::metrics::UpstreamErrorLabels;
+use crate::upstream::Upstream;
+
+/// What a relay needs besides the byte stream.
+pub struct RelayContext {
+    pub upstream: Arc<Upstream>,
+    /// Shared with the access log: events relayed so far.
+    pub events: Arc<AtomicU64>,
+    pub active_streams: Gauge,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// Cancelled when the drain deadline passes: end the stream now.
+    pub end_streams: CancellationToken,
+    /// Where the host-side cancel of a cut-off run is tracked until done.
+    pub background: TaskTracker,
+    /// The credentials the run was started with, reused for its cancel.
+    pub authorization: Option<HeaderValue>,
+}
+
+/// Why the relay ended a stream itself.
+enum Cut {
+    Upstream(ClientError),
+    Shutdown,
+}
 
 /// Relays one upstream event stream.
 pub struct SseRelay {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-    idle: Duration,
-    client: AgentOsClient,
-    gateway_id: String,
+    ctx: RelayContext,
     /// Consecutive `\n` at the end of what was sent (`\r` ignored): two or
     /// more means the output ends on an event boundary.
     trailing_newlines: u8,
     bytes_sent: u64,
-    events: u64,
     ids: Option<EventIds>,
     finished: bool,
 }
@@ -64,21 +93,21 @@ struct WorkflowErrorEvent<'a> {
 impl SseRelay {
     pub fn new(
         upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-        idle: Duration,
-        client: AgentOsClient,
-        gateway_id: String,
+        ctx: RelayContext,
     ) -> Self {
+        ctx.active_streams.inc();
         SseRelay {
             upstream: upstream.boxed(),
-            idle,
-            client,
-            gateway_id,
+            ctx,
             trailing_newlines: 2,
             bytes_sent: 0,
-            events: 0,
             ids: None,
             finished: false,
         }
+    }
+
+    fn gateway_id(&self) -> &str {
+        &self.ctx.upstream.config.id
     }
 
     /// The relayed body: upstream chunks as they are, then at most one
@@ -86,29 +115,29 @@ impl SseRelay {
     pub fn into_stream(self) -> impl Stream<Item = RelayItem> + Send + 'static {
         futures::stream::unfold(Some(self), |relay| async move {
             let mut relay = relay?;
-            match tokio::time::timeout(relay.idle, relay.upstream.next()).await {
-                Ok(Some(Ok(chunk))) => {
+            let idle = relay.ctx.upstream.config.timeout;
+            let next = tokio::select! {
+                biased;
+                _ = relay.ctx.end_streams.cancelled() => Err(Cut::Shutdown),
+                next = tokio::time::timeout(idle, relay.upstream.next()) => match next {
+                    Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+                    Ok(None) => Ok(None),
+                    Ok(Some(Err(e))) => {
+                        Err(Cut::Upstream(relay.ctx.upstream.host.client.classify(&e, idle)))
+                    }
+                    Err(_) => Err(Cut::Upstream(relay.ctx.upstream.host.client.timeout_error(idle))),
+                },
+            };
+            match next {
+                Ok(Some(chunk)) => {
                     relay.observe(&chunk);
                     Some((Ok(chunk), Some(relay)))
                 }
                 Ok(None) => {
                     relay.finished = true;
-                    tracing::debug!(
-                        workflow = %relay.gateway_id,
-                        events = relay.events,
-                        bytes = relay.bytes_sent,
-                        "event stream completed"
-                    );
                     None
                 }
-                Ok(Some(Err(e))) => {
-                    let error = relay.client.classify(&e, relay.idle);
-                    Some((Ok(relay.fail(&error)), None))
-                }
-                Err(_) => {
-                    let error = relay.client.timeout_error(relay.idle);
-                    Some((Ok(relay.fail(&error)), None))
-                }
+                Err(cut) => Some((Ok(relay.fail(cut)), None)),
             }
         })
     }
@@ -135,25 +164,59 @@ impl SseRelay {
         };
         // Counting blank-line terminators is enough for AgentOS's framing
         // (LF only, one event per chunk); it is used for logs, not routing.
-        self.events += count_event_ends(chunk);
+        self.ctx
+            .events
+            .fetch_add(count_event_ends(chunk), Ordering::Relaxed);
         if self.ids.is_none() {
             self.ids = first_data_ids(chunk);
         }
     }
 
     /// Ends the stream with a `WorkflowError` event, closing a half-sent
-    /// event first.
-    fn fail(&mut self, error: &ClientError) -> Bytes {
+    /// event first. On shutdown the run is also cancelled on the host, since
+    /// nobody will read the rest of it.
+    fn fail(&mut self, cut: Cut) -> Bytes {
         self.finished = true;
-        tracing::warn!(
-            workflow = %self.gateway_id,
-            events = self.events,
-            bytes = self.bytes_sent,
-            %error,
-            "event stream from host ended abnormally; sent WorkflowError"
-        );
+        let message = match &cut {
+            Cut::Upstream(error) => {
+                let kind = GatewayError::from(error.clone()).kind();
+                self.ctx
+                    .upstream_errors
+                    .get_or_create(&UpstreamErrorLabels {
+                        host: self.ctx.upstream.host.client.base_url().to_owned(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    workflow = %self.gateway_id(),
+                    events = self.ctx.events.load(Ordering::Relaxed),
+                    bytes = self.bytes_sent,
+                    %error,
+                    "event stream from host ended abnormally; sent WorkflowError"
+                );
+                error.to_string()
+            }
+            Cut::Shutdown => {
+                tracing::warn!(
+                    workflow = %self.gateway_id(),
+                    run_id = self.ids.as_ref().and_then(|i| i.run_id.as_deref()),
+                    "drain deadline passed; ending the stream and cancelling its run"
+                );
+                "The gateway is shutting down; the run was cancelled".to_owned()
+            }
+        };
         let ids = self.ids.take().unwrap_or_default();
-        let message = error.to_string();
+        if matches!(cut, Cut::Shutdown)
+            && let Some(run_id) = &ids.run_id
+        {
+            let cancel = cancel_on_host(
+                self.ctx.upstream.clone(),
+                run_id.clone(),
+                ids.session_id.clone(),
+                self.ctx.authorization.clone(),
+            );
+            self.ctx.background.spawn(cancel);
+        }
         let event = WorkflowErrorEvent {
             created_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -187,16 +250,73 @@ impl SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
+        self.ctx.active_streams.dec();
         if !self.finished {
             // The caller went away mid-stream: dropping `upstream` closes the
             // host connection, which AgentOS treats as a cancel.
             tracing::info!(
-                workflow = %self.gateway_id,
-                events = self.events,
+                workflow = %self.gateway_id(),
+                events = self.ctx.events.load(Ordering::Relaxed),
                 bytes = self.bytes_sent,
                 "client disconnected mid-stream; upstream request dropped"
             );
         }
+    }
+}
+
+/// `POST .../runs/{run_id}/cancel` on the host that runs the run.
+async fn cancel_on_host(
+    upstream: Arc<Upstream>,
+    run_id: String,
+    session_id: Option<String>,
+    authorization: Option<HeaderValue>,
+) {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    /// Characters that cannot stand in a path segment or a query value.
+    const UNSAFE: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b'/')
+        .add(b'<')
+        .add(b'=')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    let client = &upstream.host.client;
+    let mut path = format!(
+        "{}/runs/{}/cancel",
+        upstream.upstream_prefix,
+        utf8_percent_encode(&run_id, UNSAFE)
+    );
+    if let Some(session_id) = &session_id {
+        path.push_str("?session_id=");
+        path.extend(utf8_percent_encode(session_id, UNSAFE));
+    }
+    let mut request = client
+        .http()
+        .post(client.url(&path))
+        .header(http::header::CONTENT_LENGTH, "0");
+    if let Some(value) = authorization {
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let timeout = upstream.config.timeout.min(Duration::from_secs(10));
+    match tokio::time::timeout(timeout, request.send()).await {
+        Ok(Ok(response)) if response.status().is_success() => {
+            tracing::info!(workflow = %upstream.config.id, %run_id, "run cancelled on host");
+        }
+        Ok(Ok(response)) => {
+            tracing::warn!(workflow = %upstream.config.id, %run_id, status = %response.status(), "host refused the cancel");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(workflow = %upstream.config.id, %run_id, error = %client.classify(&e, timeout), "cancel failed");
+        }
+        Err(_) => tracing::warn!(workflow = %upstream.config.id, %run_id, "cancel timed out"),
     }
 }
 
@@ -222,16 +342,25 @@ mod tests {
     use super::*;
 
     fn relay() -> SseRelay {
-        let client = AgentOsClient::new(
-            &url::Url::parse("http://127.0.0.1:9").unwrap(),
-            Duration::from_secs(1),
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[workflows]]\nid = \"wf\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            &|_| None,
         )
         .unwrap();
+        let upstreams = crate::upstream::Upstreams::new(&config).unwrap();
+        let metrics = crate::observability::metrics::Metrics::new();
         SseRelay::new(
             futures::stream::empty(),
-            Duration::from_secs(1),
-            client,
-            "wf".into(),
+            RelayContext {
+                upstream: upstreams.get("wf").unwrap().clone(),
+                events: Arc::default(),
+                active_streams: metrics.active_streams.clone(),
+                upstream_errors: metrics.upstream_errors.clone(),
+                end_streams: CancellationToken::new(),
+                background: TaskTracker::new(),
+                authorization: None,
+            },
         )
     }
 
@@ -246,7 +375,7 @@ mod tests {
     fn error_event_after_a_boundary_is_one_clean_event() {
         let mut r = relay();
         r.observe(b"event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"workflow_id\":\"w\",\"session_id\":\"s\",\"run_id\":\"r\"}\n\n");
-        let tail = r.fail(&error());
+        let tail = r.fail(Cut::Upstream(error()));
         let text = std::str::from_utf8(&tail).unwrap();
         assert!(text.starts_with("event: WorkflowError\ndata: {"), "{text}");
         assert!(text.ends_with("}\n\n"));
@@ -263,15 +392,21 @@ mod tests {
     fn error_event_mid_event_closes_the_partial_event_first() {
         let mut r = relay();
         r.observe(b"event: StepProgress\ndata: {\"par");
-        let tail = r.fail(&error());
+        let tail = r.fail(Cut::Upstream(error()));
         assert!(tail.starts_with(b"\n\nevent: WorkflowError\n"));
         let mut r = relay();
         r.observe(b"event: StepProgress\ndata: {}\n");
-        assert!(r.fail(&error()).starts_with(b"\nevent: WorkflowError\n"));
+        assert!(
+            r.fail(Cut::Upstream(error()))
+                .starts_with(b"\nevent: WorkflowError\n")
+        );
         let mut r = relay();
         r.observe(b"event: StepProgress\ndata: {}\n");
         r.observe(b"\n");
-        assert!(r.fail(&error()).starts_with(b"event: WorkflowError\n"));
+        assert!(
+            r.fail(Cut::Upstream(error()))
+                .starts_with(b"event: WorkflowError\n")
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub async fn config(State(state): State<SharedState>, headers: HeaderMap) -> Jso
             match state.cache.host_config(host, refresh).await {
                 Ok(cached) => Some(cached.doc),
                 Err(error) => {
+                    state.note_upstream_error(host, &error);
                     tracing::warn!(host = %host.client.base_url(), %error, "host config unavailable");
                     None
                 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod workflows;
 
 use axum::Router;
@@ -18,6 +19,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/info", get(health::info))
+        .route("/metrics", get(metrics::metrics))
         .route("/config", get(config::config))
         .route("/workflows", get(workflows::list))
         .route("/workflows/{id}", get(workflows::detail))

@@ -1,6 +1,8 @@
 //! The `/workflows` resource: the list and detail documents (served from the
 //! metadata cache) and every per-run call, forwarded to the owning host.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -51,6 +53,7 @@ async fn summary_of(state: &SharedState, upstream: &Upstream) -> Value {
     match state.cache.workflow(upstream, false, None).await {
         Ok(cached) => summary(&cached.doc),
         Err(error) => {
+            state.note_upstream_error(&upstream.host, &error);
             tracing::warn!(
                 workflow = %upstream.config.id,
                 host = %upstream.host.client.base_url(),
@@ -99,7 +102,11 @@ pub async fn detail(
         }
     }
     let bearer = bearer_token(request.headers());
-    let cached = state.cache.workflow(upstream, refresh, bearer).await?;
+    let cached = state
+        .cache
+        .workflow(upstream, refresh, bearer)
+        .await
+        .inspect_err(|error| state.note_upstream_error(&upstream.host, error))?;
     let mut response = Json(&*cached.doc).into_response();
     response.headers_mut().insert(
         CACHE_HEADER,
@@ -118,7 +125,7 @@ pub async fn forward_call(
 ) -> Result<Response, GatewayError> {
     let upstream = lookup(&state, &id)?;
     let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
-    proxy::forward(upstream, &path_and_query, request).await
+    proxy::forward(&state, upstream, &path_and_query, request).await
 }
 
 /// Same as [`forward_call`] for routes that also capture a run id.
@@ -130,11 +137,10 @@ pub async fn forward_run_call(
     forward_call(state, Path(id), request).await
 }
 
-fn lookup<'a>(state: &'a SharedState, id: &str) -> Result<&'a Upstream, GatewayError> {
+fn lookup<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {
     state
         .upstreams
         .get(id)
-        .map(|u| &**u)
         .ok_or(GatewayError::WorkflowNotFound)
 }
 

@@ -372,3 +372,134 @@ pub async fn rest(response: reqwest::Response) -> Vec<u8> {
 pub fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
+
+/// The gateway binary running as a child process, its stderr collected.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("agw-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl GatewayProcess {
+    /// Starts `agentos-gateway --config <toml> --log-format json` listening on
+    /// an ephemeral port, and waits until it logs its address.
+    pub fn spawn(toml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        use std::io::BufRead;
+        let dir = TempDir::new();
+        let path = dir.0.join("gateway.toml");
+        std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agentos-gateway"));
+        command
+            .args(["--log-format", "json", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "agentos-gateway ready"
+                    && let Some(addr) = event["listen"].as_str()
+                {
+                    let _ = addr_tx.send(addr.to_owned());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("gateway did not start: {:?}", log.lock().unwrap()));
+        GatewayProcess {
+            child,
+            url: format!("http://{addr}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (at most `limit`) and returns its code.
+    pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway did not exit in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds (at most 10 s): for conditions that another
+/// process or task makes true, where there is nothing to wait on directly.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,193 @@
+//! The gateway's Prometheus metrics, kept in one registry per gateway (no
+//! global recorder, so several in-process gateways in tests stay apart) and
+//! rendered at `GET /metrics`.
+//!
+//! Built on `prometheus-client`, the Prometheus project's own Rust client:
+//! it gives typed label sets and the exposition format without hand-written
+//! encoding.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::upstream::cache::CacheStats;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub workflow: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of latency histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub workflow: String,
+    pub route: String,
+}
+
+/// Labels of an upstream failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub host: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+/// Request latencies span sub-millisecond metadata answers to runs that
+/// stream for many minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+/// The gateway's own overhead should stay in the tens of microseconds.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+fn overhead_histogram() -> Histogram {
+    Histogram::new(OVERHEAD_BUCKETS.iter().copied())
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub active_streams: Gauge,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
+    /// Serialises copying the cache's counters into `cache` at scrape time.
+    cache_sync: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentos_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by workflow, route and status",
+            requests.clone(),
+        );
+        let duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request to the end of the response body (streams included)",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "time_to_first_byte",
+            "Time from request to the response head",
+            Unit::Seconds,
+            time_to_first_byte.clone(),
+        );
+        let overhead: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(overhead_histogram);
+        registry.register_with_unit(
+            "overhead",
+            "Time to the response head minus the time spent waiting on the host",
+            Unit::Seconds,
+            overhead.clone(),
+        );
+        let active_streams = Gauge::default();
+        registry.register(
+            "active_streams",
+            "Event streams being relayed right now",
+            active_streams.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Failed calls to hosts, by host and failure kind",
+            upstream_errors.clone(),
+        );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "config_cache_lookups",
+            "Metadata cache lookups, by result: hit, miss or stale",
+            cache.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            time_to_first_byte,
+            overhead,
+            active_streams,
+            upstream_errors,
+            cache,
+            cache_sync: Mutex::new(()),
+        }
+    }
+
+    /// Counts one failed call to `host`.
+    pub fn upstream_error(&self, host: &str, kind: &str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                host: host.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the latencies of one request.
+    pub fn observe_head(&self, labels: &RouteLabels, head: Duration, waited_on_host: Duration) {
+        self.time_to_first_byte
+            .get_or_create(labels)
+            .observe(head.as_secs_f64());
+        self.overhead
+            .get_or_create(labels)
+            .observe(head.saturating_sub(waited_on_host).as_secs_f64());
+    }
+
+    /// The exposition text, with the cache counters brought up to date.
+    pub fn render(&self, cache: &CacheStats) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        {
+            let _sync = self
+                .cache_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (result, total) in [
+                ("hit", cache.hits.load(Relaxed)),
+                ("miss", cache.misses.load(Relaxed)),
+                ("stale", cache.stale.load(Relaxed)),
+            ] {
+                let counter = self.cache.get_or_create(&CacheLabels { result });
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

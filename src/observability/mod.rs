@@ -1,0 +1,5 @@
+//! Observability: Prometheus metrics ([`metrics`]) and the per-request access
+//! log and request metrics ([`access`]), applied as a tower layer.
+
+pub mod access;
+pub mod metrics;

@@ -1,0 +1,18 @@
+//! `GET /metrics`: the Prometheus scrape endpoint.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::state::SharedState;
+
+/// The OpenMetrics text exposition of every gateway metric.
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.cache.stats),
+    )
+}

@@ -1,0 +1,240 @@
+//! Metrics and logs after real traffic: the Prometheus counters move, and the
+//! access log has one line per request without any credential in it.
+
+mod common;
+
+use common::*;
+
+async fn scrape(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample line that starts with `prefix`, if present.
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let host = MockHost::start("h").await;
+    let dead = refusing_url().await;
+    let toml = format!(
+        "{}{}",
+        workflow("w", &host.url, "w"),
+        workflow("down", &dead, "w")
+    );
+    let gw = Gateway::start(&toml).await;
+    let c = client();
+
+    let before = scrape(&gw.url).await;
+    assert_eq!(
+        sample(&before, "agentos_gateway_active_streams "),
+        Some(0.0)
+    );
+
+    c.post(gw.url("/workflows/w/runs"))
+        .form(&[("message", "x"), ("stream", "false")])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    c.get(gw.url("/workflows/w"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    c.get(gw.url("/workflows/w"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = c
+        .post(gw.url("/workflows/down/runs"))
+        .form(&[("message", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    r.bytes().await.unwrap();
+
+    let stream = host.stream();
+    stream
+        .send("event: WorkflowStarted\ndata: {\"run_id\":\"r\"}\n\n")
+        .await;
+    let mut s = c
+        .post(gw.url("/workflows/w/runs"))
+        .form(&[("message", "x")])
+        .send()
+        .await
+        .unwrap();
+    next_chunk(&mut s).await.unwrap();
+    let during = scrape(&gw.url).await;
+    assert_eq!(
+        sample(&during, "agentos_gateway_active_streams "),
+        Some(1.0)
+    );
+    stream.finish();
+    rest(s).await;
+
+    let runs = "agentos_gateway_requests_total{workflow=\"w\",route=\"/workflows/{id}/runs\",status=\"200\"}";
+    let url = gw.url.clone();
+    eventually("both runs counted", || {
+        let url = url.clone();
+        async move { sample(&scrape(&url).await, runs) == Some(2.0) }
+    })
+    .await;
+    let after = scrape(&gw.url).await;
+    assert!(
+        after.contains("# TYPE agentos_gateway_requests counter"),
+        "{after}"
+    );
+    assert!(after.contains("# TYPE agentos_gateway_request_duration_seconds histogram"));
+    assert!(after.contains("# TYPE agentos_gateway_overhead_seconds histogram"));
+    assert_eq!(sample(&after, "agentos_gateway_active_streams "), Some(0.0));
+    assert_eq!(
+        sample(
+            &after,
+            "agentos_gateway_requests_total{workflow=\"down\",route=\"/workflows/{id}/runs\",status=\"502\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("agentos_gateway_upstream_errors_total{{host=\"{dead}\",kind=\"connect\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "agentos_gateway_config_cache_lookups_total{result=\"miss\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "agentos_gateway_config_cache_lookups_total{result=\"hit\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "agentos_gateway_request_duration_seconds_count{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "agentos_gateway_time_to_first_byte_seconds_count{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &after,
+            "agentos_gateway_overhead_seconds_sum{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+}
+
+#[tokio::test]
+async fn access_log_has_one_line_per_request_and_no_credentials() {
+    const HOST_SECRET: &str = "planted-host-secret-7f3a";
+    const CALLER_SECRET: &str = "planted-caller-secret-91bc";
+    let host = MockHost::start("h").await;
+    let toml = format!(
+        "{}auth_token = \"${{PLANTED_TOKEN}}\"\n",
+        workflow("w", &host.url, "w")
+    );
+    let gw = GatewayProcess::spawn(
+        &toml,
+        &[("PLANTED_TOKEN", HOST_SECRET), ("RUST_LOG", "trace")],
+    );
+    let c = client();
+    c.post(gw.url("/workflows/w/runs"))
+        .header("x-request-id", "req-log-1")
+        .form(&[("message", "x"), ("stream", "false")])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    c.post(gw.url("/workflows/w/runs/r/cancel"))
+        .header("x-request-id", "req-log-2")
+        .bearer_auth(CALLER_SECRET)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        host.recorded()[0].headers["authorization"],
+        format!("Bearer {HOST_SECRET}").as_str()
+    );
+    assert_eq!(
+        host.recorded()[1].headers["authorization"],
+        format!("Bearer {CALLER_SECRET}").as_str()
+    );
+
+    let access_lines = |log: &[String]| -> Vec<serde_json::Value> {
+        log.iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["target"] == "access")
+            .collect()
+    };
+    let gw_ref = &gw;
+    eventually("two access lines", || async move {
+        access_lines(&gw_ref.log()).len() >= 2
+    })
+    .await;
+    let log = gw.log();
+    let lines = access_lines(&log);
+    let first = lines
+        .iter()
+        .find(|e| e["request_id"] == "req-log-1")
+        .expect("line for req-log-1");
+    assert_eq!(first["workflow"], "w");
+    assert_eq!(first["host"], host.url);
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["method"], "POST");
+    assert!(first["bytes"].as_u64().unwrap() > 0);
+    assert!(first["duration_ms"].as_f64().is_some());
+    assert_eq!(first["events"], 0);
+    assert!(lines.iter().any(|e| e["request_id"] == "req-log-2"));
+
+    let everything = log.join("\n");
+    assert!(everything.len() > 1000, "trace logging produced output");
+    assert!(
+        !everything.contains(HOST_SECRET),
+        "host token leaked into logs"
+    );
+    assert!(
+        !everything.contains(CALLER_SECRET),
+        "caller token leaked into logs"
+    );
+}
