@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the Rust unit and integration tests,
-# then the compatibility suite (real agno AgentOS hosts and agno's own clients
+# the offline checks of the Dockerfile and Kubernetes manifests, then the
+# compatibility suite (real agno AgentOS hosts and agno's own clients
 # against the release binary). Creates .venv with the pinned Python
 # requirements on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${AGENTOS_GATEWAY_VENV:-.venv}
-if [ -d tests/compat ]; then
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
 fi
+requirements=(-r deploy/requirements.txt)
+[ -f tests/compat/requirements.txt ] && requirements+=(-r tests/compat/requirements.txt)
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -20,8 +21,10 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== release build, Dockerfile and Kubernetes manifests"
+cargo build --release --locked
+"$venv/bin/python" deploy/check.py target/release/agentos-gateway
 if [ -d tests/compat ]; then
   echo "== compatibility suite (agno $(grep -i '^agno==' tests/compat/requirements.txt | cut -d= -f3))"
-  cargo build --release --locked
   AGENTOS_GATEWAY_BIN="$PWD/target/release/agentos-gateway" "$venv/bin/python" -m pytest tests/compat -q -rfEs
 fi
