@@ -51,11 +51,63 @@ pub const DEFAULT_CORS_ORIGINS: &[&str] = &[
     "https://os.agno.com",
 ];
 
+/// Default seconds between active health checks of each replica.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_SECS: f64 = 5.0;
+/// Default seconds between DNS look-ups of a discovered host group.
+pub const DEFAULT_DNS_REFRESH_SECS: f64 = 10.0;
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Every host group: the named `[[host_groups]]` and one implicit group
+    /// per distinct `base_url`/`base_urls` of a workflow.
+    pub host_groups: Vec<HostGroupConfig>,
     pub workflows: Vec<WorkflowConfig>,
+}
+
+/// Replicas that serve the same workflows, and how they are watched.
+#[derive(Debug, Clone)]
+pub struct HostGroupConfig {
+    pub name: String,
+    pub source: HostSource,
+    /// Bulkhead: requests in flight per replica; more get a fast 503.
+    pub max_concurrent_requests: Option<usize>,
+    /// Seconds between `GET /health` checks of each replica; `None` turns
+    /// active checks off.
+    pub health_check_interval: Option<Duration>,
+    pub ejection: EjectionPolicy,
+}
+
+/// Where a host group's replicas come from.
+#[derive(Debug, Clone)]
+pub enum HostSource {
+    /// A fixed list of base URLs.
+    Static(Vec<Url>),
+    /// Every A/AAAA record of the URL's host name (a Kubernetes headless
+    /// Service), re-resolved every `refresh`.
+    Dns { url: Url, refresh: Duration },
+}
+
+/// When a replica is taken out of rotation by passive checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EjectionPolicy {
+    /// Consecutive connect failures or 5xx answers that eject a replica.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further one doubles it.
+    pub base: Duration,
+    /// The longest ejection.
+    pub max: Duration,
+}
+
+impl Default for EjectionPolicy {
+    fn default() -> Self {
+        EjectionPolicy {
+            consecutive_failures: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// The `[server]` table, with defaults applied.
@@ -80,13 +132,21 @@ pub struct ServerConfig {
 pub struct WorkflowConfig {
     /// The id the gateway exposes.
     pub id: String,
-    /// The host's base URL, without a trailing slash.
-    pub base_url: Url,
+    /// The host group that runs it (see [`Config::host_groups`]).
+    pub host_group: String,
     /// The workflow's id on that host.
     pub workflow_id: String,
-    /// Longest wait for the response head or the next body chunk (reset on
-    /// every read); never a total deadline.
+    /// Longest gap between two body chunks (reset on every read); never a
+    /// total deadline.
     pub timeout: Duration,
+    /// Longest wait for the response head.
+    pub first_byte_timeout: Duration,
+    /// Optional cap on a whole event stream.
+    pub max_stream_duration: Option<Duration>,
+    /// Write a `: ping` comment after this long without an event.
+    pub heartbeat: Option<Duration>,
+    /// Cancel the run on its host when a streaming client disconnects.
+    pub cancel_on_disconnect: bool,
     pub config_ttl: Duration,
     /// Sent as `Authorization: Bearer` when the caller sends no Authorization.
     pub auth_token: Option<Secret>,
@@ -145,7 +205,25 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    host_groups: Vec<Spanned<RawHostGroup>>,
+    #[serde(default)]
     workflows: Vec<Spanned<RawWorkflow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostGroup {
+    name: Spanned<String>,
+    base_urls: Option<Spanned<Vec<String>>>,
+    dns: Option<Spanned<String>>,
+    // Group knobs; unset ones default to `[server]`'s.
+    max_concurrent_requests: Option<Spanned<u64>>,
+    health_checks: Option<Spanned<bool>>,
+    health_check_interval: Option<Spanned<f64>>,
+    eject_after: Option<Spanned<u64>>,
+    eject_base: Option<Spanned<f64>>,
+    eject_max: Option<Spanned<f64>>,
+    dns_refresh: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,10 +236,23 @@ struct RawServer {
     max_body_bytes: Option<Spanned<u64>>,
     connect_timeout: Option<Spanned<f64>>,
     config_fetch_timeout: Option<Spanned<f64>>,
-    timeout: Option<Spanned<f64>>,
-    config_ttl: Option<Spanned<f64>>,
     drain_grace: Option<Spanned<f64>>,
     drain_timeout: Option<Spanned<f64>>,
+    // Defaults for every host group.
+    max_concurrent_requests: Option<Spanned<u64>>,
+    health_checks: Option<Spanned<bool>>,
+    health_check_interval: Option<Spanned<f64>>,
+    eject_after: Option<Spanned<u64>>,
+    eject_base: Option<Spanned<f64>>,
+    eject_max: Option<Spanned<f64>>,
+    dns_refresh: Option<Spanned<f64>>,
+    // Defaults for every workflow.
+    timeout: Option<Spanned<f64>>,
+    first_byte_timeout: Option<Spanned<f64>>,
+    max_stream_duration: Option<Spanned<f64>>,
+    heartbeat: Option<Spanned<f64>>,
+    cancel_on_disconnect: Option<Spanned<bool>>,
+    config_ttl: Option<Spanned<f64>>,
     #[serde(default)]
     cors: RawCors,
 }
@@ -176,11 +267,18 @@ struct RawCors {
 #[serde(deny_unknown_fields)]
 struct RawWorkflow {
     id: Spanned<String>,
-    base_url: Spanned<String>,
+    base_url: Option<Spanned<String>>,
+    base_urls: Option<Spanned<Vec<String>>>,
+    host_group: Option<Spanned<String>>,
     workflow_id: Option<Spanned<String>>,
-    timeout: Option<Spanned<f64>>,
-    config_ttl: Option<Spanned<f64>>,
     auth_token: Option<Spanned<String>>,
+    // Workflow knobs; unset ones default to `[server]`'s.
+    timeout: Option<Spanned<f64>>,
+    first_byte_timeout: Option<Spanned<f64>>,
+    max_stream_duration: Option<Spanned<f64>>,
+    heartbeat: Option<Spanned<f64>>,
+    cancel_on_disconnect: Option<Spanned<bool>>,
+    config_ttl: Option<Spanned<f64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -487,8 +585,129 @@ fn validate(
         )?,
         cors_origins,
     };
-    let default_timeout = duration(&s.timeout, "timeout", DEFAULT_TIMEOUT_SECS)?;
-    let default_ttl = duration(&s.config_ttl, "config_ttl", DEFAULT_CONFIG_TTL_SECS)?;
+    let flag = |file: &Option<Spanned<bool>>, key: &str, default: bool| {
+        Ok::<_, ConfigError>(
+            server_setting(file, key, env, parse_bool)?.map_or(default, |v| v.value),
+        )
+    };
+    let count = |file: &Option<Spanned<u64>>, key: &str| {
+        let setting = server_setting(file, key, env, parse_count)?;
+        positive_count(setting, &format!("server.{key}"), locate)
+    };
+    let optional = |file: &Option<Spanned<f64>>, key: &str| {
+        let setting = server_setting(file, key, env, parse_seconds)?;
+        optional_seconds(setting, &format!("server.{key}"), locate)
+    };
+    let group_defaults = GroupDefaults {
+        max_concurrent_requests: count(&s.max_concurrent_requests, "max_concurrent_requests")?,
+        health_checks: flag(&s.health_checks, "health_checks", true)?,
+        health_check_interval: duration(
+            &s.health_check_interval,
+            "health_check_interval",
+            DEFAULT_HEALTH_CHECK_INTERVAL_SECS,
+        )?,
+        eject_after: count(&s.eject_after, "eject_after")?
+            .unwrap_or(EjectionPolicy::default().consecutive_failures as usize),
+        eject_base: duration(&s.eject_base, "eject_base", 5.0)?,
+        eject_max: duration(&s.eject_max, "eject_max", 300.0)?,
+        dns_refresh: duration(&s.dns_refresh, "dns_refresh", DEFAULT_DNS_REFRESH_SECS)?,
+    };
+    let timeout = duration(&s.timeout, "timeout", DEFAULT_TIMEOUT_SECS)?;
+    let workflow_defaults = WorkflowDefaults {
+        timeout,
+        first_byte_timeout: optional(&s.first_byte_timeout, "first_byte_timeout")?
+            .unwrap_or(timeout),
+        max_stream_duration: optional(&s.max_stream_duration, "max_stream_duration")?,
+        heartbeat: optional(&s.heartbeat, "heartbeat")?,
+        cancel_on_disconnect: flag(&s.cancel_on_disconnect, "cancel_on_disconnect", true)?,
+        config_ttl: duration(&s.config_ttl, "config_ttl", DEFAULT_CONFIG_TTL_SECS)?,
+    };
+
+    let mut host_groups = Vec::new();
+    for entry in &raw.host_groups {
+        let g = entry.get_ref();
+        let name = g.name.get_ref();
+        if !is_url_safe_id(name) {
+            return Err(locate.error(
+                g.name.span(),
+                "host_groups.name",
+                format!("`{name}` is not URL-safe: use letters, digits, `-`, `_`, `.` or `~`"),
+            ));
+        }
+        if host_groups
+            .iter()
+            .any(|h: &HostGroupConfig| &h.name == name)
+        {
+            return Err(locate.error(
+                g.name.span(),
+                "host_groups.name",
+                format!("duplicate host group `{name}`"),
+            ));
+        }
+        let dns_refresh = match &g.dns_refresh {
+            None => group_defaults.dns_refresh,
+            v => seconds(from_file(v), 0.0, "host_groups.dns_refresh", locate)?,
+        };
+        let source = match (&g.base_urls, &g.dns) {
+            (Some(urls), None) => {
+                HostSource::Static(base_url_list(urls, "host_groups.base_urls", locate)?)
+            }
+            (None, Some(dns)) => HostSource::Dns {
+                url: parse_base_url(dns.get_ref())
+                    .map_err(|m| locate.error(dns.span(), "host_groups.dns", m))?,
+                refresh: dns_refresh,
+            },
+            _ => {
+                return Err(locate.error(
+                    entry.span(),
+                    "host_groups",
+                    format!("host group `{name}` needs exactly one of `base_urls` or `dns`"),
+                ));
+            }
+        };
+        let health_checks = g
+            .health_checks
+            .as_ref()
+            .map_or(group_defaults.health_checks, |v| *v.get_ref());
+        let interval = match &g.health_check_interval {
+            None => group_defaults.health_check_interval,
+            v => seconds(
+                from_file(v),
+                0.0,
+                "host_groups.health_check_interval",
+                locate,
+            )?,
+        };
+        let ejection = EjectionPolicy {
+            consecutive_failures: positive_count(
+                from_file(&g.eject_after),
+                "host_groups.eject_after",
+                locate,
+            )?
+            .unwrap_or(group_defaults.eject_after) as u32,
+            base: match &g.eject_base {
+                None => group_defaults.eject_base,
+                v => seconds(from_file(v), 0.0, "host_groups.eject_base", locate)?,
+            },
+            max: match &g.eject_max {
+                None => group_defaults.eject_max,
+                v => seconds(from_file(v), 0.0, "host_groups.eject_max", locate)?,
+            },
+        };
+        host_groups.push(HostGroupConfig {
+            name: name.clone(),
+            source,
+            max_concurrent_requests: positive_count(
+                from_file(&g.max_concurrent_requests),
+                "host_groups.max_concurrent_requests",
+                locate,
+            )?
+            .or(group_defaults.max_concurrent_requests),
+            health_check_interval: health_checks.then_some(interval),
+            ejection,
+        });
+    }
+    let named_groups = host_groups.len();
 
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut workflows = Vec::with_capacity(raw.workflows.len());
@@ -510,8 +729,39 @@ fn validate(
                 format!("duplicate id `{id}` (first defined on line {first_line})"),
             ));
         }
-        let base_url = parse_base_url(w.base_url.get_ref())
-            .map_err(|m| locate.error(w.base_url.span(), "workflows.base_url", m))?;
+        let host_group = match (&w.base_url, &w.base_urls, &w.host_group) {
+            (Some(url), None, None) => {
+                let url = parse_base_url(url.get_ref())
+                    .map_err(|m| locate.error(url.span(), "workflows.base_url", m))?;
+                implicit_group(&mut host_groups, named_groups, vec![url], &group_defaults)
+            }
+            (None, Some(urls), None) => {
+                let urls = base_url_list(urls, "workflows.base_urls", locate)?;
+                implicit_group(&mut host_groups, named_groups, urls, &group_defaults)
+            }
+            (None, None, Some(group)) => {
+                if !host_groups[..named_groups]
+                    .iter()
+                    .any(|h| &h.name == group.get_ref())
+                {
+                    return Err(locate.error(
+                        group.span(),
+                        "workflows.host_group",
+                        format!("no [[host_groups]] entry is named `{}`", group.get_ref()),
+                    ));
+                }
+                group.get_ref().clone()
+            }
+            _ => {
+                return Err(locate.error(
+                    w.id.span(),
+                    "workflows.base_url",
+                    format!(
+                        "workflow `{id}` needs exactly one of `base_url`, `base_urls` or `host_group`"
+                    ),
+                ));
+            }
+        };
         let workflow_id = match &w.workflow_id {
             None => id.clone(),
             Some(v) if !is_url_safe_id(v.get_ref()) => {
@@ -538,32 +788,157 @@ fn validate(
                 Some(Secret(token))
             }
         };
+        let d = &workflow_defaults;
+        let secs = |v: &Option<Spanned<f64>>, key: &str, default: Duration| match v {
+            None => Ok(default),
+            v => seconds(from_file(v), 0.0, key, locate),
+        };
+        let maybe_secs = |v: &Option<Spanned<f64>>, key: &str, default: Option<Duration>| match v {
+            None => Ok(default),
+            v => optional_seconds(from_file(v), key, locate),
+        };
+        let timeout = secs(&w.timeout, "workflows.timeout", d.timeout)?;
         workflows.push(WorkflowConfig {
             id: id.clone(),
-            base_url,
+            host_group,
             workflow_id,
-            timeout: match &w.timeout {
-                None => default_timeout,
-                v => seconds(
-                    from_file(v),
-                    DEFAULT_TIMEOUT_SECS,
-                    "workflows.timeout",
-                    locate,
-                )?,
-            },
-            config_ttl: match &w.config_ttl {
-                None => default_ttl,
-                v => seconds(
-                    from_file(v),
-                    DEFAULT_CONFIG_TTL_SECS,
-                    "workflows.config_ttl",
-                    locate,
-                )?,
-            },
+            timeout,
+            first_byte_timeout: secs(
+                &w.first_byte_timeout,
+                "workflows.first_byte_timeout",
+                if w.timeout.is_some() && s.first_byte_timeout.is_none() {
+                    timeout
+                } else {
+                    d.first_byte_timeout
+                },
+            )?,
+            max_stream_duration: maybe_secs(
+                &w.max_stream_duration,
+                "workflows.max_stream_duration",
+                d.max_stream_duration,
+            )?,
+            heartbeat: maybe_secs(&w.heartbeat, "workflows.heartbeat", d.heartbeat)?,
+            cancel_on_disconnect: w
+                .cancel_on_disconnect
+                .as_ref()
+                .map_or(d.cancel_on_disconnect, |v| *v.get_ref()),
+            config_ttl: secs(&w.config_ttl, "workflows.config_ttl", d.config_ttl)?,
             auth_token,
         });
     }
-    Ok(Config { server, workflows })
+    Ok(Config {
+        server,
+        host_groups,
+        workflows,
+    })
+}
+
+/// `[server]`-level defaults for host groups.
+struct GroupDefaults {
+    max_concurrent_requests: Option<usize>,
+    health_checks: bool,
+    health_check_interval: Duration,
+    eject_after: usize,
+    eject_base: Duration,
+    eject_max: Duration,
+    dns_refresh: Duration,
+}
+
+/// `[server]`-level defaults for workflows.
+struct WorkflowDefaults {
+    timeout: Duration,
+    first_byte_timeout: Duration,
+    max_stream_duration: Option<Duration>,
+    heartbeat: Option<Duration>,
+    cancel_on_disconnect: bool,
+    config_ttl: Duration,
+}
+
+/// The group for a workflow's inline `base_url`/`base_urls`: workflows that
+/// name the same URLs share it (and so share pooled connections and health).
+fn implicit_group(
+    host_groups: &mut Vec<HostGroupConfig>,
+    named_groups: usize,
+    urls: Vec<Url>,
+    defaults: &GroupDefaults,
+) -> String {
+    let name = urls
+        .iter()
+        .map(|u| u.as_str().trim_end_matches('/'))
+        .collect::<Vec<_>>()
+        .join(",");
+    let exists = host_groups[named_groups..].iter().any(|g| g.name == name);
+    if !exists {
+        host_groups.push(HostGroupConfig {
+            name: name.clone(),
+            source: HostSource::Static(urls),
+            max_concurrent_requests: defaults.max_concurrent_requests,
+            health_check_interval: defaults
+                .health_checks
+                .then_some(defaults.health_check_interval),
+            ejection: EjectionPolicy {
+                consecutive_failures: defaults.eject_after as u32,
+                base: defaults.eject_base,
+                max: defaults.eject_max,
+            },
+        });
+    }
+    name
+}
+
+fn base_url_list(
+    urls: &Spanned<Vec<String>>,
+    key: &str,
+    locate: &Locator,
+) -> Result<Vec<Url>, ConfigError> {
+    if urls.get_ref().is_empty() {
+        return Err(locate.error(urls.span(), key, "must list at least one URL"));
+    }
+    let mut out: Vec<Url> = Vec::new();
+    for raw in urls.get_ref() {
+        let url = parse_base_url(raw).map_err(|m| locate.error(urls.span(), key, m))?;
+        if out.contains(&url) {
+            return Err(locate.error(urls.span(), key, format!("`{raw}` is listed twice")));
+        }
+        out.push(url);
+    }
+    Ok(out)
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{raw}` is not true or false")),
+    }
+}
+
+fn parse_count(raw: &str) -> Result<u64, String> {
+    raw.parse()
+        .map_err(|_| format!("`{raw}` is not a whole number"))
+}
+
+fn positive_count(
+    value: Option<Setting<u64>>,
+    key: &str,
+    locate: &Locator,
+) -> Result<Option<usize>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.value == 0 => Err(locate.at(&v.origin, key, "must be above 0")),
+        Some(v) => Ok(Some(usize::try_from(v.value).unwrap_or(usize::MAX))),
+    }
+}
+
+fn optional_seconds(
+    value: Option<Setting<f64>>,
+    key: &str,
+    locate: &Locator,
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None => Ok(None),
+        v => seconds(v, 0.0, key, locate).map(Some),
+    }
 }
 
 /// Accepts `http(s)://host[:port][/prefix]`, stripping a trailing slash as
@@ -583,10 +958,10 @@ pub fn parse_base_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-impl WorkflowConfig {
-    /// The host's base URL as a string without a trailing slash.
-    pub fn base(&self) -> &str {
-        self.base_url.as_str().trim_end_matches('/')
+impl Config {
+    /// The host group named `name`.
+    pub fn host_group(&self, name: &str) -> Option<&HostGroupConfig> {
+        self.host_groups.iter().find(|g| g.name == name)
     }
 }
 
@@ -613,9 +988,99 @@ mod tests {
         assert_eq!(w.workflow_id, "echo");
         assert_eq!(w.timeout, Duration::from_secs(300));
         assert_eq!(w.config_ttl, Duration::from_secs(300));
-        assert_eq!(w.base(), "http://h:8000");
+        assert_eq!(w.first_byte_timeout, Duration::from_secs(300));
+        assert!(w.cancel_on_disconnect && w.heartbeat.is_none() && w.max_stream_duration.is_none());
+        assert_eq!(w.host_group, "http://h:8000");
+        let group = c.host_group(&w.host_group).unwrap();
+        assert!(matches!(&group.source, HostSource::Static(urls) if urls.len() == 1));
+        assert_eq!(group.health_check_interval, Some(Duration::from_secs(5)));
+        assert_eq!(group.ejection, EjectionPolicy::default());
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:7777");
         assert_eq!(c.server.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn replicas_groups_and_their_knobs() {
+        let c = parse(
+            r#"
+[server]
+max_concurrent_requests = 50
+heartbeat = 15
+
+[[host_groups]]
+name = "pool"
+base_urls = ["http://a", "http://b"]
+health_checks = false
+eject_after = 2
+
+[[host_groups]]
+name = "k8s"
+dns = "http://agentos.ns.svc:7777"
+
+[[workflows]]
+id = "x"
+host_group = "pool"
+[[workflows]]
+id = "y"
+base_urls = ["http://c", "http://d"]
+max_stream_duration = 60
+cancel_on_disconnect = false
+[[workflows]]
+id = "z"
+base_urls = ["http://c", "http://d"]
+[[workflows]]
+id = "k"
+host_group = "k8s"
+"#,
+        )
+        .unwrap();
+        let pool = c.host_group("pool").unwrap();
+        assert_eq!(pool.health_check_interval, None);
+        assert_eq!(pool.ejection.consecutive_failures, 2);
+        assert_eq!(pool.max_concurrent_requests, Some(50));
+        let k8s = c.host_group("k8s").unwrap();
+        assert!(
+            matches!(&k8s.source, HostSource::Dns { refresh, .. } if *refresh == Duration::from_secs(10))
+        );
+        // Workflows naming the same URLs share one implicit group.
+        assert_eq!(c.workflows[1].host_group, c.workflows[2].host_group);
+        assert_eq!(c.host_groups.len(), 3);
+        assert_eq!(
+            c.workflows[1].max_stream_duration,
+            Some(Duration::from_secs(60))
+        );
+        assert!(!c.workflows[1].cancel_on_disconnect);
+        assert_eq!(c.workflows[0].heartbeat, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn host_group_mistakes() {
+        let e = err("[[workflows]]\nid = \"a\"\nhost_group = \"nope\"\n");
+        assert!(e.starts_with("gw.toml:3:"), "{e}");
+        assert!(
+            e.contains("no [[host_groups]] entry is named `nope`"),
+            "{e}"
+        );
+        let e =
+            err("[[workflows]]\nid = \"a\"\nbase_url = \"http://a\"\nbase_urls = [\"http://b\"]\n");
+        assert!(
+            e.contains("exactly one of `base_url`, `base_urls` or `host_group`"),
+            "{e}"
+        );
+        let e = err("[[host_groups]]\nname = \"g\"\n");
+        assert!(e.starts_with("gw.toml:1:"), "{e}");
+        assert!(e.contains("exactly one of `base_urls` or `dns`"), "{e}");
+        let e = err("[[host_groups]]\nname = \"g\"\nbase_urls = []\n");
+        assert!(e.contains("at least one URL"), "{e}");
+        let e = err("[[host_groups]]\nname = \"g\"\nbase_urls = [\"http://a\", \"http://a/\"]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("[server]\nmax_concurrent_requests = 0\n");
+        assert!(
+            e.contains("server.max_concurrent_requests") && e.contains("above 0"),
+            "{e}"
+        );
+        let e = err("[server]\nheartbeat = 0\n");
+        assert!(e.contains("server.heartbeat"), "{e}");
     }
 
     #[test]
@@ -712,7 +1177,7 @@ mod tests {
     fn missing_required_key_and_bad_listen() {
         let e = err("[[workflows]]\nid = \"a\"\n");
         assert!(
-            e.starts_with("gw.toml:1:") && e.contains("`workflows.base_url`"),
+            e.starts_with("gw.toml:2:") && e.contains("`workflows.base_url`"),
             "{e}"
         );
         let e = err("[server]\nlisten = \"localhost\"\n");

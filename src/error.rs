@@ -10,7 +10,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::client::ClientError;
+use crate::client::{ClientError, UnavailablePhase};
 
 /// Everything that can go wrong while the gateway answers a request.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum GatewayError {
     /// The caller's request body went over `server.max_body_bytes`.
     #[error("Request body is too large")]
     PayloadTooLarge,
+    /// No replica can take the request (all bulkheads full, or none known).
+    #[error("{0}")]
+    NoCapacity(String),
     /// The gateway is shutting down and takes no new runs.
     #[error("Gateway is shutting down")]
     Draining,
@@ -58,9 +61,9 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamBroken { .. }
             | GatewayError::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamUnreachable { .. } | GatewayError::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::Draining
+            | GatewayError::NoCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamStatus { status, .. } => *status,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,6 +84,7 @@ impl GatewayError {
             GatewayError::UpstreamInvalid { .. } => "invalid",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Draining => "draining",
+            GatewayError::NoCapacity(_) => "no_capacity",
             GatewayError::MethodNotAllowed => "method_not_allowed",
         }
     }
@@ -89,23 +93,29 @@ impl GatewayError {
 impl From<ClientError> for GatewayError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { base_url } => GatewayError::UpstreamConnect { base_url },
-            ClientError::ConnectTimeout { base_url, after } => {
-                GatewayError::UpstreamUnreachable { base_url, after }
-            }
-            ClientError::Timeout { base_url, after } => {
-                GatewayError::UpstreamTimeout { base_url, after }
-            }
+            ClientError::RemoteServerUnavailable { base_url, phase } => match phase {
+                UnavailablePhase::Connect { .. } => GatewayError::UpstreamConnect { base_url },
+                UnavailablePhase::ConnectTimeout { after } => {
+                    GatewayError::UpstreamUnreachable { base_url, after }
+                }
+                UnavailablePhase::ResponseTimeout { after }
+                | UnavailablePhase::IdleTimeout { after } => {
+                    GatewayError::UpstreamTimeout { base_url, after }
+                }
+            },
             ClientError::Transport { base_url, reason } => {
                 GatewayError::UpstreamBroken { base_url, reason }
             }
             ClientError::Status { status, detail, .. } => {
                 GatewayError::UpstreamStatus { status, detail }
             }
-            ClientError::Decode { base_url, reason } => {
+            // A client the gateway built from validated config cannot have a
+            // bad base URL; should one appear, it is the upstream side's fault.
+            ClientError::Decode { base_url, reason } | ClientError::Config { base_url, reason } => {
                 GatewayError::UpstreamInvalid { base_url, reason }
             }
             ClientError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            error @ ClientError::Unavailable { .. } => GatewayError::NoCapacity(error.to_string()),
         }
     }
 }
@@ -118,7 +128,7 @@ impl IntoResponse for GatewayError {
             Json(serde_json::json!({ "detail": self.to_string() })),
         )
             .into_response();
-        if matches!(self, GatewayError::Draining) {
+        if matches!(self, GatewayError::Draining | GatewayError::NoCapacity(_)) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

@@ -66,10 +66,10 @@ fn main() -> ExitCode {
         Command::Check => match load(cli.config.as_ref()) {
             Ok((path, config)) => {
                 println!(
-                    "{}: ok ({} workflows on {} hosts, listen {})",
+                    "{}: ok ({} workflows on {} host groups, listen {})",
                     path.display(),
                     config.workflows.len(),
-                    distinct_hosts(&config),
+                    config.host_groups.len(),
                     config.server.listen
                 );
                 ExitCode::SUCCESS
@@ -98,13 +98,6 @@ fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         })
-}
-
-fn distinct_hosts(config: &Config) -> usize {
-    let mut hosts: Vec<&str> = config.workflows.iter().map(|w| w.base()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    hosts.len()
 }
 
 async fn serve(config: Config) -> std::io::Result<()> {

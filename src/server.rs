@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::SharedState;
-use crate::{layers, routes};
+use crate::{layers, routes, upstream};
 
 /// How long streams cut at the drain deadline get to flush their error event,
 /// and cancels of their runs get to reach the hosts.
@@ -34,6 +34,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = layers::apply(routes::router(state.clone()), &state);
+    let stop_upkeep = CancellationToken::new();
+    upstream::health::spawn(&state.upstreams, &stop_upkeep);
+    let _stop_upkeep_on_return = stop_upkeep.drop_guard();
     let stop_accepting = CancellationToken::new();
     let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())

@@ -12,7 +12,7 @@ use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
 use crate::observability::metrics::Metrics;
 use crate::upstream::cache::ConfigCache;
-use crate::upstream::{Host, Upstreams};
+use crate::upstream::{HostGroup, Upstreams};
 
 /// Shared, read-mostly state of a running gateway.
 pub struct AppState {
@@ -56,10 +56,10 @@ impl AppState {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Counts a failed metadata or cancel call to `host`.
-    pub fn note_upstream_error(&self, host: &Host, error: &ClientError) {
+    /// Counts a failed metadata or cancel call to `group`.
+    pub fn note_upstream_error(&self, group: &HostGroup, error: &ClientError) {
         let kind = GatewayError::from(error.clone()).kind();
-        self.metrics.upstream_error(host.client.base_url(), kind);
+        self.metrics.upstream_error(group.name(), kind);
     }
 
     pub fn is_draining(&self) -> bool {

@@ -30,7 +30,7 @@ fn the_example_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 workflows on 3 hosts"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 workflows on 3 host groups"));
 }
 
 #[test]

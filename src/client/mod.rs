@@ -1,63 +1,93 @@
-//! An HTTP client for one AgentOS host: the pooled connection, the timeouts
-//! and the mapping from transport failures to [`ClientError`].
+//! The client library for AgentOS hosts: [`AgentOsClient`] (one pooled HTTP
+//! client per host, its timeouts and its error mapping) and, on top of it,
+//! [`RemoteWorkflow`], the Rust counterpart of agno's Python `RemoteWorkflow`.
 //!
-//! The gateway keeps one [`AgentOsClient`] per distinct host base URL, so all
-//! workflows on a host share one keep-alive pool. Metadata fetches
-//! ([`AgentOsClient::get_json`]) and the byte-for-byte proxy path
-//! (`crate::proxy`) both go through it, so there is one place that decides what
-//! "unreachable" or "timed out" means.
+//! The gateway and library users share this code: the gateway's metadata
+//! cache (`crate::upstream::cache`) and its proxy path call [`AgentOsClient`],
+//! and both caches are a [`cache::TtlCache`], so "unreachable", "timed out",
+//! TTL expiry and coalescing mean the same everywhere.
+//!
+//! Files:
+//! - `mod.rs`: [`AgentOsClient`] and the AgentOS paths.
+//! - [`error`](ClientError): [`ClientError`] and [`UnavailablePhase`].
+//! - [`cache`]: the TTL + coalescing cache.
+//! - [`sse`]: the Server-Sent-Events decoder.
+//! - [`WorkflowEvent`] (`events.rs`): typed stream events.
+//! - `types.rs`: run input, media, run output and config documents.
+//! - [`RemoteWorkflow`] (`remote_workflow.rs`): runs, streams, cancel,
+//!   continue and cached metadata for one workflow.
+//!
+//! ```no_run
+//! use agentos_gateway::client::RemoteWorkflow;
+//!
+//! # async fn demo() -> Result<(), agentos_gateway::client::ClientError> {
+//! let workflow = RemoteWorkflow::new("http://127.0.0.1:7777", "echo")?;
+//! let output = workflow.arun("hello").await?;
+//! println!("{:?}", output.content);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cache;
+mod error;
+mod events;
+mod remote_workflow;
+pub mod sse;
+mod types;
 
 use std::error::Error as _;
 use std::time::Duration;
 
-use http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use url::Url;
 
-/// A failed call to an AgentOS host.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    /// The host refused or reset the TCP connection (agno raises
-    /// `RemoteServerUnavailableError` for this).
-    #[error("Failed to connect to remote server at {base_url}")]
-    Connect { base_url: String },
-    /// The TCP connect did not complete within the connect timeout.
-    #[error("Connecting to remote server at {base_url} timed out after {after:?}")]
-    ConnectTimeout { base_url: String, after: Duration },
-    /// No response head, or no next body chunk, within the timeout.
-    #[error("Request to remote server at {base_url} timed out after {} seconds", after.as_secs_f64())]
-    Timeout { base_url: String, after: Duration },
-    /// The connection broke after it was established.
-    #[error("Connection to remote server at {base_url} failed: {reason}")]
-    Transport { base_url: String, reason: String },
-    /// The host answered with a non-2xx status; `detail` is its AgentOS
-    /// `detail` text when it sent one, else the raw body.
-    #[error("Remote server at {base_url} answered {status}: {detail}")]
-    Status {
-        base_url: String,
-        status: StatusCode,
-        detail: String,
-    },
-    /// A 2xx body that is not the JSON the call expects.
-    #[error("Remote server at {base_url} sent an invalid response: {reason}")]
-    Decode { base_url: String, reason: String },
-    /// The caller's request body went over the configured limit while it was
-    /// being streamed upstream.
-    #[error("request body is too large")]
-    BodyTooLarge,
+pub use error::{ClientError, UnavailablePhase, detail_of};
+pub use events::{
+    AgentEvent, EventBase, StepEvent, StepIndex, TeamEvent, WorkflowCancelled, WorkflowCompleted,
+    WorkflowError, WorkflowEvent, WorkflowPaused, WorkflowStarted,
+};
+pub use remote_workflow::{
+    CancelRequest, ContinueRequest, DEFAULT_CONFIG_TTL, DEFAULT_TIMEOUT, EventStream, RawStream,
+    RemoteWorkflow, RemoteWorkflowBuilder, RunRequest,
+};
+pub use types::{
+    DbInfo, DomainDbs, Input, Media, OsConfig, RemoteDb, RunOutput, RunStatus, WorkflowConfig,
+};
+
+/// Everything but RFC 3986 unreserved characters is escaped in an id put in
+/// a path segment or a query value.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The most of an error body kept as its `detail`.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// `/workflows/{workflow_id}`, the id escaped as a path segment.
+///
+/// ```
+/// assert_eq!(agentos_gateway::client::workflow_path("a b/c"), "/workflows/a%20b%2Fc");
+/// ```
+pub fn workflow_path(workflow_id: &str) -> String {
+    format!("/workflows/{}", escape(workflow_id))
 }
 
-impl ClientError {
-    /// True when the host could not be reached at all (connect refused or timed
-    /// out): nothing was sent, so any request may be tried elsewhere.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Connect { .. } | ClientError::ConnectTimeout { .. }
-        )
-    }
+/// The path of an AgentOS's config document.
+pub const CONFIG_PATH: &str = "/config";
+
+/// `s` escaped for a path segment or a query value.
+fn escape(s: &str) -> impl std::fmt::Display + '_ {
+    utf8_percent_encode(s, COMPONENT)
 }
 
 /// A pooled HTTP client bound to one AgentOS base URL.
+///
+/// Cloning is cheap; clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct AgentOsClient {
     base_url: String,
@@ -66,8 +96,10 @@ pub struct AgentOsClient {
 }
 
 impl AgentOsClient {
-    /// Builds the client. `connect_timeout` bounds the TCP (and TLS) connect
-    /// only; per-call timeouts are given to each call.
+    /// Builds the client the gateway uses for a host. `connect_timeout`
+    /// bounds the TCP (and TLS) connect only; per-call timeouts are given to
+    /// each call. Redirects are not followed (a proxy passes them back) and
+    /// environment proxies are ignored.
     pub fn new(base_url: &Url, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -79,11 +111,18 @@ impl AgentOsClient {
             // Environment proxies would silently reroute host traffic.
             .no_proxy()
             .build()?;
-        Ok(AgentOsClient {
+        Ok(AgentOsClient::from_reqwest(base_url, http, connect_timeout))
+    }
+
+    /// Wraps an existing `reqwest::Client` (its own TLS, proxy and redirect
+    /// settings). `connect_timeout` is only reported in errors; the client's
+    /// own setting is what applies.
+    pub fn from_reqwest(base_url: &Url, http: reqwest::Client, connect_timeout: Duration) -> Self {
+        AgentOsClient {
             base_url: base_url.as_str().trim_end_matches('/').to_owned(),
             http,
             connect_timeout,
-        })
+        }
     }
 
     /// The host's base URL, without a trailing slash.
@@ -116,26 +155,12 @@ impl AgentOsClient {
             request = request.bearer_auth(token);
         }
         let call = async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| self.classify(&e, timeout))?;
-            let status = response.status();
+            let response = self.send(request, timeout).await?;
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| self.classify(&e, timeout))?;
-            if !status.is_success() {
-                return Err(ClientError::Status {
-                    base_url: self.base_url.clone(),
-                    status,
-                    detail: detail_of(&body),
-                });
-            }
-            serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
-                base_url: self.base_url.clone(),
-                reason: e.to_string(),
-            })
+            serde_json::from_slice(&body).map_err(|e| self.decode_error(e))
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
@@ -143,11 +168,195 @@ impl AgentOsClient {
         }
     }
 
-    /// The error for "no answer within `after`".
-    pub fn timeout_error(&self, after: Duration) -> ClientError {
-        ClientError::Timeout {
+    /// A workflow's `GET /workflows/{workflow_id}` document (agno's
+    /// `WorkflowResponse`), all within `timeout`. Unlike agno's client, a
+    /// bearer token can be sent, so protected hosts work.
+    pub async fn get_workflow(
+        &self,
+        workflow_id: &str,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.get_json(&workflow_path(workflow_id), timeout, bearer)
+            .await
+    }
+
+    /// The host's `GET /config` document (agno's `ConfigResponse`), all
+    /// within `timeout`.
+    pub async fn get_config(
+        &self,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.get_json(CONFIG_PATH, timeout, bearer).await
+    }
+
+    /// `POST path` with a `application/x-www-form-urlencoded` body, as agno
+    /// sends runs. Returns once the response head arrived (within
+    /// `timeout`) with a 2xx status; any other status is a
+    /// [`ClientError::Status`] carrying the host's `detail`.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(String, String)],
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut request = self.http.post(self.url(path)).form(form);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        self.send(request, timeout).await
+    }
+
+    /// `POST /workflows/{workflow_id}/runs/{run_id}/cancel` (with
+    /// `?session_id=` when given), no body, within `timeout`. `Ok` means the
+    /// host accepted the cancel; every failure is returned.
+    pub async fn cancel_workflow_run(
+        &self,
+        workflow_id: &str,
+        run_id: &str,
+        session_id: Option<&str>,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let mut path = format!(
+            "{}/runs/{}/cancel",
+            workflow_path(workflow_id),
+            escape(run_id)
+        );
+        if let Some(session_id) = session_id {
+            path.push_str(&format!("?session_id={}", escape(session_id)));
+        }
+        let mut request = self
+            .http
+            .post(self.url(&path))
+            .header(http::header::CONTENT_LENGTH, "0");
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let call = async {
+            let response = self.send(request, timeout).await?;
+            // Drain the (tiny) body so the connection goes back to the pool.
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.classify(&e, timeout))?;
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout_error(timeout)),
+        }
+    }
+
+    /// Sends `request`, waiting at most `timeout` for the response head; a
+    /// non-2xx status becomes [`ClientError::Status`].
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(self.classify(&e, timeout)),
+            Err(_) => return Err(self.timeout_error(timeout)),
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(self.status_error(response, timeout).await)
+    }
+
+    /// The [`ClientError::Status`] for a non-2xx `response`, with the
+    /// `detail` from (at most 64 KiB of) its body.
+    async fn status_error(&self, response: reqwest::Response, timeout: Duration) -> ClientError {
+        let status = response.status();
+        let mut body = BytesMut::new();
+        let mut chunks = response.bytes_stream();
+        let read = async {
+            while let Some(Ok(chunk)) = chunks.next().await {
+                body.extend_from_slice(&chunk);
+                if body.len() >= MAX_ERROR_BODY {
+                    body.truncate(MAX_ERROR_BODY);
+                    break;
+                }
+            }
+        };
+        // The status is the answer; a body that stalls or breaks only costs
+        // the detail.
+        let _ = tokio::time::timeout(timeout, read).await;
+        let detail = if body.is_empty() {
+            status.canonical_reason().unwrap_or_default().to_owned()
+        } else {
+            detail_of(&body)
+        };
+        ClientError::Status {
             base_url: self.base_url.clone(),
-            after,
+            status,
+            detail,
+        }
+    }
+
+    /// The body of `response` as a stream that fails (and then ends) when no
+    /// chunk arrives within `idle`, or when the connection breaks.
+    pub fn body_stream(
+        &self,
+        response: reqwest::Response,
+        idle: Duration,
+    ) -> BoxStream<'static, Result<Bytes, ClientError>> {
+        let client = self.clone();
+        let body = response.bytes_stream().boxed();
+        futures::stream::unfold(Some(body), move |body| {
+            let client = client.clone();
+            async move {
+                let mut body = body?;
+                match tokio::time::timeout(idle, body.next()).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => Some((Err(client.classify(&e, idle)), None)),
+                    Err(_) => Some((Err(client.idle_timeout_error(idle)), None)),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// The whole body of `response`, each gap between chunks at most `idle`.
+    pub async fn read_body(
+        &self,
+        response: reqwest::Response,
+        idle: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let mut chunks = self.body_stream(response, idle);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk?);
+        }
+        Ok(body.freeze())
+    }
+
+    /// The error for "no response head within `after`".
+    pub fn timeout_error(&self, after: Duration) -> ClientError {
+        ClientError::RemoteServerUnavailable {
+            base_url: self.base_url.clone(),
+            phase: UnavailablePhase::ResponseTimeout { after },
+        }
+    }
+
+    /// The error for "no next body chunk within `after`".
+    pub fn idle_timeout_error(&self, after: Duration) -> ClientError {
+        ClientError::RemoteServerUnavailable {
+            base_url: self.base_url.clone(),
+            phase: UnavailablePhase::IdleTimeout { after },
+        }
+    }
+
+    /// A [`ClientError::Decode`] for this host.
+    pub fn decode_error(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Decode {
+            base_url: self.base_url.clone(),
+            reason: reason.to_string(),
         }
     }
 
@@ -158,39 +367,24 @@ impl AgentOsClient {
             return ClientError::BodyTooLarge;
         }
         if e.is_connect() {
-            if e.is_timeout() || has_source::<tokio::time::error::Elapsed>(e) {
-                return ClientError::ConnectTimeout {
-                    base_url,
+            let phase = if e.is_timeout() || has_source::<tokio::time::error::Elapsed>(e) {
+                UnavailablePhase::ConnectTimeout {
                     after: self.connect_timeout,
-                };
-            }
-            return ClientError::Connect { base_url };
+                }
+            } else {
+                UnavailablePhase::Connect {
+                    reason: root_cause(e),
+                }
+            };
+            return ClientError::RemoteServerUnavailable { base_url, phase };
         }
         if e.is_timeout() {
-            return ClientError::Timeout {
-                base_url,
-                after: timeout,
-            };
+            return self.timeout_error(timeout);
         }
         ClientError::Transport {
             base_url,
             reason: root_cause(e),
         }
-    }
-}
-
-/// The AgentOS `detail` string of an error body, or the body itself.
-pub fn detail_of(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        detail: serde_json::Value,
-    }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody {
-            detail: serde_json::Value::String(s),
-        }) => s,
-        Ok(ErrorBody { detail }) => detail.to_string(),
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
     }
 }
 

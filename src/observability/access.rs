@@ -64,10 +64,7 @@ impl AccessRecord {
             .duration
             .get_or_create(&self.labels)
             .observe(elapsed.as_secs_f64());
-        let host = self
-            .forwarded
-            .as_ref()
-            .map_or("", |f| f.upstream.host.client.base_url());
+        let host = self.forwarded.as_ref().map_or("", |f| f.replica.base_url());
         let events = self.forwarded.as_ref().map_or(0, Forwarded::events);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes arrive every few seconds from every load balancer; keep them

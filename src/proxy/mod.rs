@@ -2,11 +2,20 @@
 //! resume and run look-ups.
 //!
 //! The request body is streamed to the host as it arrives; the response body is
-//! streamed back as it arrives. Nothing is buffered whole and nothing is
-//! re-encoded. Per-phase timeouts: connect (the client's `connect_timeout`),
-//! response head and each gap between body chunks (the workflow's `timeout`,
-//! reset on every read, never a total deadline).
+//! streamed back as it arrives. Nothing is buffered whole (except the empty or
+//! tiny body of a fanned-out call) and nothing is re-encoded. Per-phase
+//! timeouts: connect (the client's `connect_timeout`), response head
+//! (`first_byte_timeout`) and each gap between body chunks (`timeout`, reset on
+//! every read, never a total deadline).
+//!
+//! Choosing the replica ([`Call`]): a new run goes to a balanced pick and
+//! moves to another replica only if its connection failed before anything
+//! was sent (a POST that may have reached a host is never retried). A call
+//! about a run goes to the replica that owns it; when the owner is unknown,
+//! cancel and run look-ups fan out to every replica.
 
+mod body;
+pub mod run_ids;
 mod sse;
 
 use std::convert::Infallible;
@@ -17,14 +26,15 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request};
+use http::{Method, Request, request::Parts};
+use tokio::sync::mpsc;
 
 use crate::client::ClientError;
 use crate::error::GatewayError;
-use crate::state::AppState;
-use crate::upstream::Upstream;
+use crate::state::SharedState;
+use crate::upstream::replica::{InFlight, Replica};
+use crate::upstream::{Upstream, is_host_failure};
 
 pub use sse::SseRelay;
 
@@ -33,6 +43,8 @@ pub use sse::SseRelay;
 #[derive(Debug, Clone)]
 pub struct Forwarded {
     pub upstream: Arc<Upstream>,
+    /// The replica that answered.
+    pub replica: Arc<Replica>,
     /// Time from sending the request to the host's response head.
     pub waited: Duration,
     /// Events relayed so far (event streams only).
@@ -45,66 +57,236 @@ impl Forwarded {
     }
 }
 
-/// Forwards `request` to `upstream`'s host at `path_and_query` and streams the
-/// answer back.
+/// What is being forwarded, which decides how the replica is chosen.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// `POST /runs`: a balanced pick.
+    NewRun,
+    /// A call about one run. With `fan_out`, an unknown owner means asking
+    /// every replica (cancel, run look-up: harmless on a non-owner);
+    /// without, one pick (continue, resume: a paused run lives in the shared
+    /// database, and continuing it on two replicas would run it twice).
+    Run { run_id: String, fan_out: bool },
+    /// Anything else (listing a session's runs): any replica.
+    Other,
+}
+
+/// Largest body a fanned-out call may carry; it is buffered once and sent
+/// to every replica.
+const FAN_OUT_BODY_LIMIT: usize = 64 * 1024;
+/// Attempts for a new run whose connections fail before anything is sent.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Forwards `request` for `upstream` at `path_and_query` on the host and
+/// streams the answer back.
 pub async fn forward(
-    state: &AppState,
+    state: &SharedState,
     upstream: &Arc<Upstream>,
+    call: Call,
     path_and_query: &str,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let client = &upstream.host.client;
-    let timeout = upstream.config.timeout;
     let (parts, body) = request.into_parts();
+    let mut headers = outgoing_headers(upstream, &parts.headers);
+    let bearer = bearer_of(&headers);
+    let replicas = upstream.group.replicas.all();
+    let several = replicas.len() > 1;
 
-    let mut headers = forwardable_headers(&parts.headers);
+    if let Call::Run { run_id, fan_out } = &call
+        && several
+    {
+        if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
+            let in_flight = owner.begin_unbounded();
+            let body = has_body(&parts.method, &parts.headers)
+                .then(|| reqwest::Body::wrap_stream(body.into_data_stream()));
+            let sent = send(
+                upstream,
+                &parts.method,
+                path_and_query,
+                headers,
+                body,
+                &in_flight,
+            )
+            .await;
+            return finish(state, upstream, &call, bearer, sent, in_flight);
+        }
+        if *fan_out {
+            return fan_out_call(state, upstream, &parts, path_and_query, headers, body).await;
+        }
+    }
+
+    let held = has_body(&parts.method, &parts.headers).then(|| body::HeldBody::new(body));
+    let assign_run_id: Option<Arc<str>> =
+        (matches!(call, Call::NewRun) && several && is_urlencoded(&parts.headers))
+            .then(|| uuid::Uuid::new_v4().to_string().into());
+    if assign_run_id.is_some() {
+        // The body grows by the appended field.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let idempotent = parts.method == Method::GET;
+    let mut failed: Vec<Arc<Replica>> = Vec::new();
+    loop {
+        let in_flight = upstream
+            .group
+            .replicas
+            .pick(&failed)
+            .map_err(|e| GatewayError::from(upstream.group.unavailable(e)))?;
+        if let Some(run_id) = &assign_run_id {
+            state
+                .upstreams
+                .owners
+                .record(&upstream.config.id, run_id, in_flight.replica());
+        }
+        let body = held.as_ref().map(|h| h.for_attempt(assign_run_id.clone()));
+        let sent = send(
+            upstream,
+            &parts.method,
+            path_and_query,
+            headers.clone(),
+            body,
+            &in_flight,
+        )
+        .await;
+        let Err(error) = &sent else {
+            return finish(state, upstream, &call, bearer, sent, in_flight);
+        };
+        let nothing_sent = error.nothing_sent() && held.as_ref().is_none_or(|h| h.untouched());
+        let may_retry = nothing_sent || (idempotent && is_host_failure(error) && failed.is_empty());
+        if !several || !may_retry || failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len()) {
+            return finish(state, upstream, &call, bearer, sent, in_flight);
+        }
+        tracing::warn!(
+            workflow = %upstream.config.id,
+            replica = %in_flight.replica().base_url(),
+            %error,
+            "replica failed before the request was sent; trying another"
+        );
+        note_failure(state, &in_flight, error);
+        failed.push(in_flight.replica().clone());
+    }
+}
+
+/// The caller's headers for the host: hop-by-hop headers dropped, the
+/// workflow's `auth_token` added when the caller sent no Authorization.
+fn outgoing_headers(upstream: &Upstream, incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = forwardable_headers(incoming);
     if !headers.contains_key(header::AUTHORIZATION)
         && let Some(token) = &upstream.config.auth_token
         && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
     {
         headers.insert(header::AUTHORIZATION, value);
     }
-    let authorization = headers.get(header::AUTHORIZATION).cloned();
+    headers
+}
 
-    let mut outgoing = client
+/// The bearer token the host gets, reused for cancels the gateway sends on
+/// the caller's behalf.
+fn bearer_of(headers: &HeaderMap) -> Option<Arc<str>> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(Arc::from)
+}
+
+fn is_urlencoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// One request to one replica, up to its response head.
+async fn send(
+    upstream: &Upstream,
+    method: &Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Option<reqwest::Body>,
+    in_flight: &InFlight,
+) -> Result<(reqwest::Response, Duration), ClientError> {
+    let client = &in_flight.replica().client;
+    let mut request = client
         .http()
-        .request(parts.method.clone(), client.url(path_and_query))
+        .request(method.clone(), client.url(path_and_query))
         .headers(headers);
-    if has_body(&parts.method, &parts.headers) {
-        outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    if let Some(body) = body {
+        request = request.body(body);
     }
-
+    let timeout = upstream.config.first_byte_timeout;
     let sent = Instant::now();
-    let result = match tokio::time::timeout(timeout, outgoing.send()).await {
-        Ok(Ok(response)) => Ok(response),
+    match tokio::time::timeout(timeout, request.send()).await {
+        Ok(Ok(response)) => Ok((response, sent.elapsed())),
         Ok(Err(e)) => Err(client.classify(&e, timeout)),
         Err(_) => Err(client.timeout_error(timeout)),
-    };
-    let response = match result {
-        Ok(response) => response,
+    }
+}
+
+/// Counts a failed attempt against its replica's health and the metrics.
+fn note_failure(state: &SharedState, in_flight: &InFlight, error: &ClientError) {
+    if is_host_failure(error) {
+        in_flight.replica().record_failure(&error.to_string());
+    }
+    let error = GatewayError::from(error.clone());
+    if !matches!(error, GatewayError::PayloadTooLarge) {
+        state
+            .metrics
+            .upstream_error(in_flight.replica().base_url(), error.kind());
+    }
+}
+
+/// Turns one attempt's outcome into the caller's response.
+fn finish(
+    state: &SharedState,
+    upstream: &Arc<Upstream>,
+    call: &Call,
+    bearer: Option<Arc<str>>,
+    sent: Result<(reqwest::Response, Duration), ClientError>,
+    in_flight: InFlight,
+) -> Result<Response, GatewayError> {
+    match sent {
+        Ok((response, waited)) => Ok(respond(
+            state, upstream, call, bearer, response, waited, in_flight,
+        )),
         Err(error) => {
-            let error = GatewayError::from(error);
-            if !matches!(error, GatewayError::PayloadTooLarge) {
-                state
-                    .metrics
-                    .upstream_error(client.base_url(), error.kind());
-            }
-            return Err(error);
+            note_failure(state, &in_flight, &error);
+            Err(error.into())
         }
-    };
+    }
+}
+
+/// Streams the host's answer back: an event stream through the SSE relay,
+/// anything else through the idle-timeout body.
+fn respond(
+    state: &SharedState,
+    upstream: &Arc<Upstream>,
+    call: &Call,
+    bearer: Option<Arc<str>>,
+    response: reqwest::Response,
+    waited: Duration,
+    in_flight: InFlight,
+) -> Response {
+    let status = response.status();
+    let replica = in_flight.replica().clone();
+    if status.is_server_error() {
+        replica.record_failure(&format!("answered {status}"));
+    } else {
+        replica.record_success();
+    }
     let forwarded = Forwarded {
         upstream: upstream.clone(),
-        waited: sent.elapsed(),
+        replica: replica.clone(),
+        waited,
         events: Arc::default(),
     };
-
-    let status = response.status();
     let mut headers = forwardable_headers(response.headers());
     let is_event_stream = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let upstream_body = response.bytes_stream();
+    // Owners are worth learning only where there is a choice of replica.
+    let learn_owner = matches!(call, Call::NewRun) && upstream.group.replicas.all().len() > 1;
 
     let body = if is_event_stream {
         // Tell proxies in front of us not to buffer the stream (agno #10077).
@@ -114,50 +296,99 @@ pub async fn forward(
             HeaderValue::from_static("no"),
         );
         let relay = SseRelay::new(
-            upstream_body,
+            response.bytes_stream(),
             sse::RelayContext {
+                state: state.clone(),
                 upstream: upstream.clone(),
+                in_flight,
                 events: forwarded.events.clone(),
-                active_streams: state.metrics.active_streams.clone(),
-                upstream_errors: state.metrics.upstream_errors.clone(),
-                end_streams: state.end_streams.clone(),
-                background: state.background.clone(),
-                authorization,
+                learn_owner,
+                bearer,
             },
         );
         Body::from_stream(relay.into_stream())
     } else {
-        Body::from_stream(idle_timeout(upstream_body, timeout, client.clone()))
+        let learning = learn_owner.then(|| body::OwnerLearning {
+            state: state.clone(),
+            workflow: upstream.config.id.clone(),
+            scanner: run_ids::JsonIdScanner::new(),
+        });
+        Body::from_stream(body::plain(
+            response.bytes_stream(),
+            upstream.config.timeout,
+            in_flight,
+            learning,
+        ))
     };
-
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response.extensions_mut().insert(forwarded);
-    Ok(response)
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out.extensions_mut().insert(forwarded);
+    out
 }
 
-/// Streams `body`, failing when no chunk arrives within `idle`. A failure
-/// mid-body aborts the caller's connection, the only honest signal left once
-/// the status line has been sent.
-fn idle_timeout(
-    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-    idle: Duration,
-    client: crate::client::AgentOsClient,
-) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
-    let body = Box::pin(body);
-    futures::stream::unfold(Some(body), move |body| {
-        let client = client.clone();
-        async move {
-            let mut body = body?;
-            match tokio::time::timeout(idle, body.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(client.classify(&e, idle)), None)),
-                Err(_) => Some((Err(client.timeout_error(idle)), None)),
+/// Sends a call about a run whose owner is unknown to every replica and
+/// answers with the first success. The calls that lose the race still run to
+/// completion in the background, so a cancel reaches the owner wherever it is.
+async fn fan_out_call(
+    state: &SharedState,
+    upstream: &Arc<Upstream>,
+    parts: &Parts,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let body = axum::body::to_bytes(body, FAN_OUT_BODY_LIMIT)
+        .await
+        .map_err(|_| GatewayError::PayloadTooLarge)?;
+    let replicas = upstream.group.replicas.all();
+    let (tx, mut rx) = mpsc::channel(replicas.len().max(1));
+    for replica in replicas.iter() {
+        let in_flight = replica.begin_unbounded();
+        let (tx, upstream, method, path, headers, body) = (
+            tx.clone(),
+            upstream.clone(),
+            parts.method.clone(),
+            path_and_query.to_owned(),
+            headers.clone(),
+            body.clone(),
+        );
+        state.background.spawn(async move {
+            let body = (!body.is_empty()).then(|| reqwest::Body::from(body));
+            let sent = send(&upstream, &method, &path, headers, body, &in_flight).await;
+            let _ = tx.send((sent, in_flight)).await;
+        });
+    }
+    drop(tx);
+    tracing::debug!(workflow = %upstream.config.id, replicas = replicas.len(), "run owner unknown; fanning out");
+    let call = Call::Other;
+    let bearer = bearer_of(&headers);
+    let mut fallback = None;
+    while let Some((sent, in_flight)) = rx.recv().await {
+        match &sent {
+            Ok((response, _)) if response.status().is_success() => {
+                return finish(state, upstream, &call, bearer, sent, in_flight);
             }
+            // A host's own answer (404 Run not found) beats a transport error.
+            Ok(_) => {
+                if let Some((Err(error), replaced)) = fallback.replace((sent, in_flight)) {
+                    note_failure(state, &replaced, &error);
+                }
+            }
+            Err(error) => match fallback {
+                None => fallback = Some((sent, in_flight)),
+                Some(_) => note_failure(state, &in_flight, error),
+            },
         }
-    })
+    }
+    match fallback {
+        Some((sent, in_flight)) => finish(state, upstream, &call, bearer, sent, in_flight),
+        None => {
+            Err(GatewayError::from(upstream.group.unavailable(
+                crate::upstream::replica::PickError::NoReplicas,
+            )))
+        }
+    }
 }
 
 /// Whether the caller sent a body worth streaming upstream.

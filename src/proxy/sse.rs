@@ -1,13 +1,22 @@
 //! The Server-Sent-Events relay: passes the host's event stream through byte
 //! for byte, chunk by chunk, and never cuts it silently.
 //!
-//! The relay looks at each chunk only enough to know two things: whether the
-//! bytes sent so far end on an event boundary (a blank line), and the ids in
-//! the first event (`run_id`, `session_id`, ...). If the host dies, stalls past
-//! the idle timeout, or the stream breaks, the relay closes any half-sent event
-//! and appends one well-formed AgentOS `WorkflowError` event carrying those
-//! ids, so agno's client ends with an error instead of a truncated stream.
+//! The relay looks at each chunk only enough to know whether the bytes sent so
+//! far end on an event boundary (a blank line) and to read the ids of the
+//! first event (`run_id`, `session_id`, ...), which also tells the gateway
+//! which replica owns the run. When the stream cannot go on (the host died,
+//! no chunk within `timeout`, `max_stream_duration` reached, the drain
+//! deadline passed) the relay closes any half-sent event and appends one
+//! well-formed AgentOS `WorkflowError` event, so agno's client ends with an
+//! error instead of a truncated stream; if the host is still there, the run
+//! is cancelled on it, since nobody will read the rest. A client that goes
+//! away gets its run cancelled too (`cancel_on_disconnect`).
+//!
+//! With `heartbeat` set, a `: ping` comment is written after that long
+//! without output, only at an event boundary; agno's client skips comment
+//! lines, and idle load-balancer timeouts no longer kill long model calls.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,38 +24,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use http::HeaderValue;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::RelayItem;
 use crate::client::ClientError;
 use crate::error::GatewayError;
-use crate::observability::metrics::UpstreamErrorLabels;
+use crate::state::SharedState;
 use crate::upstream::Upstream;
+use crate::upstream::replica::InFlight;
 
 /// What a relay needs besides the byte stream.
 pub struct RelayContext {
+    pub state: SharedState,
     pub upstream: Arc<Upstream>,
+    /// The replica's slot, held for as long as the stream is open.
+    pub in_flight: InFlight,
     /// Shared with the access log: events relayed so far.
     pub events: Arc<AtomicU64>,
-    pub active_streams: Gauge,
-    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    /// Cancelled when the drain deadline passes: end the stream now.
-    pub end_streams: CancellationToken,
-    /// Where the host-side cancel of a cut-off run is tracked until done.
-    pub background: TaskTracker,
+    /// Record the first event's run as owned by this replica.
+    pub learn_owner: bool,
     /// The credentials the run was started with, reused for its cancel.
-    pub authorization: Option<HeaderValue>,
+    pub bearer: Option<Arc<str>>,
 }
 
 /// Why the relay ended a stream itself.
 enum Cut {
-    Upstream(ClientError),
+    /// The host broke the connection: the run is gone with it.
+    HostFailed(ClientError),
+    /// No chunk within `timeout`.
+    Idle(ClientError),
+    /// `max_stream_duration` reached.
+    TooLong(Duration),
+    /// The drain deadline passed.
     Shutdown,
 }
 
@@ -54,6 +64,12 @@ enum Cut {
 pub struct SseRelay {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     ctx: RelayContext,
+    /// Reset on every upstream chunk.
+    idle: Pin<Box<Sleep>>,
+    /// Reset on every byte written, pings included.
+    heartbeat: Option<Pin<Box<Sleep>>>,
+    /// Fixed at the start, when `max_stream_duration` is set.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// Consecutive `\n` at the end of what was sent (`\r` ignored): two or
     /// more means the output ends on an event boundary.
     trailing_newlines: u8,
@@ -90,14 +106,23 @@ struct WorkflowErrorEvent<'a> {
     error_id: &'static str,
 }
 
+const PING: &[u8] = b": ping\n\n";
+
 impl SseRelay {
     pub fn new(
         upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
         ctx: RelayContext,
     ) -> Self {
-        ctx.active_streams.inc();
+        ctx.state.metrics.active_streams.inc();
+        let config = &ctx.upstream.config;
+        let now = Instant::now();
         SseRelay {
             upstream: upstream.boxed(),
+            idle: Box::pin(sleep_until(now + config.timeout)),
+            heartbeat: config.heartbeat.map(|h| Box::pin(sleep_until(now + h))),
+            deadline: config
+                .max_stream_duration
+                .map(|d| Box::pin(sleep_until(now + d))),
             ctx,
             trailing_newlines: 2,
             bytes_sent: 0,
@@ -110,29 +135,13 @@ impl SseRelay {
         &self.ctx.upstream.config.id
     }
 
-    /// The relayed body: upstream chunks as they are, then at most one
-    /// trailing error event.
+    /// The relayed body: upstream chunks as they are (with pings between
+    /// events when configured), then at most one trailing error event.
     pub fn into_stream(self) -> impl Stream<Item = RelayItem> + Send + 'static {
         futures::stream::unfold(Some(self), |relay| async move {
             let mut relay = relay?;
-            let idle = relay.ctx.upstream.config.timeout;
-            let next = tokio::select! {
-                biased;
-                _ = relay.ctx.end_streams.cancelled() => Err(Cut::Shutdown),
-                next = tokio::time::timeout(idle, relay.upstream.next()) => match next {
-                    Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-                    Ok(None) => Ok(None),
-                    Ok(Some(Err(e))) => {
-                        Err(Cut::Upstream(relay.ctx.upstream.host.client.classify(&e, idle)))
-                    }
-                    Err(_) => Err(Cut::Upstream(relay.ctx.upstream.host.client.timeout_error(idle))),
-                },
-            };
-            match next {
-                Ok(Some(chunk)) => {
-                    relay.observe(&chunk);
-                    Some((Ok(chunk), Some(relay)))
-                }
+            match relay.next_output().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(relay))),
                 Ok(None) => {
                     relay.finished = true;
                     None
@@ -142,9 +151,60 @@ impl SseRelay {
         })
     }
 
+    /// The next bytes to write: an upstream chunk or a ping; `None` at the
+    /// clean end of the stream.
+    async fn next_output(&mut self) -> Result<Option<Bytes>, Cut> {
+        enum Woke {
+            Shutdown,
+            Deadline,
+            Upstream(Option<reqwest::Result<Bytes>>),
+            Idle,
+            Heartbeat,
+        }
+        let at_boundary = self.trailing_newlines >= 2;
+        let woke = tokio::select! {
+            biased;
+            () = self.ctx.state.end_streams.cancelled() => Woke::Shutdown,
+            () = fire(self.deadline.as_mut()) => Woke::Deadline,
+            next = self.upstream.next() => Woke::Upstream(next),
+            () = self.idle.as_mut() => Woke::Idle,
+            () = fire(self.heartbeat.as_mut()), if at_boundary => Woke::Heartbeat,
+        };
+        let config = &self.ctx.upstream.config;
+        let client = &self.ctx.in_flight.replica().client;
+        match woke {
+            Woke::Shutdown => Err(Cut::Shutdown),
+            Woke::Deadline => Err(Cut::TooLong(config.max_stream_duration.unwrap_or_default())),
+            Woke::Upstream(Some(Ok(chunk))) => {
+                let timeout = config.timeout;
+                self.idle.as_mut().reset(Instant::now() + timeout);
+                self.observe(&chunk);
+                Ok(Some(chunk))
+            }
+            Woke::Upstream(None) => Ok(None),
+            Woke::Upstream(Some(Err(e))) => {
+                Err(Cut::HostFailed(client.classify(&e, config.timeout)))
+            }
+            Woke::Idle => Err(Cut::Idle(client.timeout_error(config.timeout))),
+            Woke::Heartbeat => {
+                self.reset_heartbeat();
+                Ok(Some(Bytes::from_static(PING)))
+            }
+        }
+    }
+
+    fn reset_heartbeat(&mut self) {
+        if let (Some(sleep), Some(every)) =
+            (self.heartbeat.as_mut(), self.ctx.upstream.config.heartbeat)
+        {
+            sleep.as_mut().reset(Instant::now() + every);
+        }
+    }
+
     /// Updates the boundary state and picks the ids out of the first event.
     fn observe(&mut self, chunk: &[u8]) {
         self.bytes_sent += chunk.len() as u64;
+        self.reset_heartbeat();
         let mut newlines = 0u8;
         let mut all_newlines = true;
         for &b in chunk.iter().rev() {
@@ -169,54 +229,58 @@ impl SseRelay {
             .fetch_add(count_event_ends(chunk), Ordering::Relaxed);
         if self.ids.is_none() {
             self.ids = first_data_ids(chunk);
+            if self.ctx.learn_owner
+                && let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.as_deref())
+            {
+                self.ctx.state.upstreams.owners.record(
+                    &self.ctx.upstream.config.id,
+                    run_id,
+                    self.ctx.in_flight.replica(),
+                );
+            }
         }
     }
 
     /// Ends the stream with a `WorkflowError` event, closing a half-sent
-    /// event first. On shutdown the run is also cancelled on the host, since
-    /// nobody will read the rest of it.
+    /// event first, and cancels the run on a host that is still there.
     fn fail(&mut self, cut: Cut) -> Bytes {
         self.finished = true;
-        let message = match &cut {
-            Cut::Upstream(error) => {
+        let replica = self.ctx.in_flight.replica();
+        let (message, cancel) = match &cut {
+            Cut::HostFailed(error) | Cut::Idle(error) => {
+                replica.record_failure(&error.to_string());
                 let kind = GatewayError::from(error.clone()).kind();
                 self.ctx
-                    .upstream_errors
-                    .get_or_create(&UpstreamErrorLabels {
-                        host: self.ctx.upstream.host.client.base_url().to_owned(),
-                        kind: kind.to_owned(),
-                    })
-                    .inc();
-                tracing::warn!(
-                    workflow = %self.gateway_id(),
-                    events = self.ctx.events.load(Ordering::Relaxed),
-                    bytes = self.bytes_sent,
-                    %error,
-                    "event stream from host ended abnormally; sent WorkflowError"
-                );
-                error.to_string()
+                    .state
+                    .metrics
+                    .upstream_error(replica.base_url(), kind);
+                (error.to_string(), matches!(cut, Cut::Idle(_)))
             }
-            Cut::Shutdown => {
-                tracing::warn!(
-                    workflow = %self.gateway_id(),
-                    run_id = self.ids.as_ref().and_then(|i| i.run_id.as_deref()),
-                    "drain deadline passed; ending the stream and cancelling its run"
-                );
-                "The gateway is shutting down; the run was cancelled".to_owned()
-            }
+            Cut::TooLong(limit) => (
+                format!(
+                    "The stream reached max_stream_duration ({} seconds); the run was cancelled",
+                    limit.as_secs_f64()
+                ),
+                true,
+            ),
+            Cut::Shutdown => (
+                "The gateway is shutting down; the run was cancelled".to_owned(),
+                true,
+            ),
         };
-        let ids = self.ids.take().unwrap_or_default();
-        if matches!(cut, Cut::Shutdown)
-            && let Some(run_id) = &ids.run_id
-        {
-            let cancel = cancel_on_host(
-                self.ctx.upstream.clone(),
-                run_id.clone(),
-                ids.session_id.clone(),
-                self.ctx.authorization.clone(),
-            );
-            self.ctx.background.spawn(cancel);
+        tracing::warn!(
+            workflow = %self.gateway_id(),
+            replica = %replica.base_url(),
+            run_id = self.ids.as_ref().and_then(|i| i.run_id.as_deref()),
+            events = self.ctx.events.load(Ordering::Relaxed),
+            bytes = self.bytes_sent,
+            reason = %message,
+            "ending event stream with WorkflowError"
+        );
+        if cancel {
+            self.cancel_run_on_host();
         }
+        let ids = self.ids.take().unwrap_or_default();
         let event = WorkflowErrorEvent {
             created_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -246,77 +310,65 @@ impl SseRelay {
         out.extend_from_slice(b"\n\n");
         out.freeze()
     }
+
+    /// Sends the run's cancel to the replica that runs it, tracked so the
+    /// process waits for it before exiting.
+    fn cancel_run_on_host(&self) {
+        let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.clone()) else {
+            return;
+        };
+        let session_id = self.ids.as_ref().and_then(|i| i.session_id.clone());
+        let upstream = self.ctx.upstream.clone();
+        let replica = self.ctx.in_flight.replica().clone();
+        let bearer = self.ctx.bearer.clone();
+        self.ctx.state.background.spawn(async move {
+            let client = &replica.client;
+            let timeout = upstream.config.first_byte_timeout.min(Duration::from_secs(10));
+            let result = client
+                .cancel_workflow_run(
+                    &upstream.config.workflow_id,
+                    &run_id,
+                    session_id.as_deref(),
+                    bearer.as_deref(),
+                    timeout,
+                )
+                .await;
+            match result {
+                Ok(()) => tracing::info!(workflow = %upstream.config.id, %run_id, "run cancelled on its host"),
+                Err(error) => {
+                    tracing::warn!(workflow = %upstream.config.id, %run_id, %error, "cancel on host failed")
+                }
+            }
+        });
+    }
 }
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
-        self.ctx.active_streams.dec();
+        self.ctx.state.metrics.active_streams.dec();
         if !self.finished {
             // The caller went away mid-stream: dropping `upstream` closes the
-            // host connection, which AgentOS treats as a cancel.
+            // host connection, and AgentOS usually cancels on that; the
+            // explicit cancel makes sure, even for runs that outlive their
+            // connection.
             tracing::info!(
                 workflow = %self.gateway_id(),
                 events = self.ctx.events.load(Ordering::Relaxed),
                 bytes = self.bytes_sent,
                 "client disconnected mid-stream; upstream request dropped"
             );
+            if self.ctx.upstream.config.cancel_on_disconnect {
+                self.cancel_run_on_host();
+            }
         }
     }
 }
 
-/// `POST .../runs/{run_id}/cancel` on the host that runs the run.
-async fn cancel_on_host(
-    upstream: Arc<Upstream>,
-    run_id: String,
-    session_id: Option<String>,
-    authorization: Option<HeaderValue>,
-) {
-    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-    /// Characters that cannot stand in a path segment or a query value.
-    const UNSAFE: &AsciiSet = &CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'&')
-        .add(b'+')
-        .add(b'/')
-        .add(b'<')
-        .add(b'=')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}');
-    let client = &upstream.host.client;
-    let mut path = format!(
-        "{}/runs/{}/cancel",
-        upstream.upstream_prefix,
-        utf8_percent_encode(&run_id, UNSAFE)
-    );
-    if let Some(session_id) = &session_id {
-        path.push_str("?session_id=");
-        path.extend(utf8_percent_encode(session_id, UNSAFE));
-    }
-    let mut request = client
-        .http()
-        .post(client.url(&path))
-        .header(http::header::CONTENT_LENGTH, "0");
-    if let Some(value) = authorization {
-        request = request.header(http::header::AUTHORIZATION, value);
-    }
-    let timeout = upstream.config.timeout.min(Duration::from_secs(10));
-    match tokio::time::timeout(timeout, request.send()).await {
-        Ok(Ok(response)) if response.status().is_success() => {
-            tracing::info!(workflow = %upstream.config.id, %run_id, "run cancelled on host");
-        }
-        Ok(Ok(response)) => {
-            tracing::warn!(workflow = %upstream.config.id, %run_id, status = %response.status(), "host refused the cancel");
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(workflow = %upstream.config.id, %run_id, error = %client.classify(&e, timeout), "cancel failed");
-        }
-        Err(_) => tracing::warn!(workflow = %upstream.config.id, %run_id, "cancel timed out"),
+/// Waits for an optional timer; never fires when there is none.
+async fn fire(sleep: Option<&mut Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -341,41 +393,41 @@ fn first_data_ids(chunk: &[u8]) -> Option<EventIds> {
 mod tests {
     use super::*;
 
-    fn relay() -> SseRelay {
+    async fn relay() -> SseRelay {
         let config = crate::config::Config::parse(
             std::path::Path::new("t.toml"),
-            "[[workflows]]\nid = \"wf\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            "[server]\nhealth_checks = false\n[[workflows]]\nid = \"wf\"\nbase_url = \"http://127.0.0.1:9\"\ncancel_on_disconnect = false\n",
             &|_| None,
         )
         .unwrap();
-        let upstreams = crate::upstream::Upstreams::new(&config).unwrap();
-        let metrics = crate::observability::metrics::Metrics::new();
+        let state = crate::state::AppState::new(&config).unwrap();
+        let upstream = state.upstreams.get("wf").unwrap().clone();
+        let in_flight = upstream.group.replicas.pick(&[]).unwrap();
         SseRelay::new(
             futures::stream::empty(),
             RelayContext {
-                upstream: upstreams.get("wf").unwrap().clone(),
+                state,
+                upstream,
+                in_flight,
                 events: Arc::default(),
-                active_streams: metrics.active_streams.clone(),
-                upstream_errors: metrics.upstream_errors.clone(),
-                end_streams: CancellationToken::new(),
-                background: TaskTracker::new(),
-                authorization: None,
+                learn_owner: false,
+                bearer: None,
             },
         )
     }
 
-    fn error() -> ClientError {
-        ClientError::Transport {
+    fn error() -> Cut {
+        Cut::HostFailed(ClientError::Transport {
             base_url: "http://h".into(),
             reason: "connection reset".into(),
-        }
+        })
     }
 
-    #[test]
-    fn error_event_after_a_boundary_is_one_clean_event() {
-        let mut r = relay();
+    #[tokio::test]
+    async fn error_event_after_a_boundary_is_one_clean_event() {
+        let mut r = relay().await;
         r.observe(b"event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"workflow_id\":\"w\",\"session_id\":\"s\",\"run_id\":\"r\"}\n\n");
-        let tail = r.fail(Cut::Upstream(error()));
+        let tail = r.fail(error());
         let text = std::str::from_utf8(&tail).unwrap();
         assert!(text.starts_with("event: WorkflowError\ndata: {"), "{text}");
         assert!(text.ends_with("}\n\n"));
@@ -388,25 +440,18 @@ mod tests {
         assert!(data["error"].as_str().unwrap().contains("connection reset"));
     }
 
-    #[test]
-    fn error_event_mid_event_closes_the_partial_event_first() {
-        let mut r = relay();
+    #[tokio::test]
+    async fn error_event_mid_event_closes_the_partial_event_first() {
+        let mut r = relay().await;
         r.observe(b"event: StepProgress\ndata: {\"par");
-        let tail = r.fail(Cut::Upstream(error()));
-        assert!(tail.starts_with(b"\n\nevent: WorkflowError\n"));
-        let mut r = relay();
+        assert!(r.fail(error()).starts_with(b"\n\nevent: WorkflowError\n"));
+        let mut r = relay().await;
         r.observe(b"event: StepProgress\ndata: {}\n");
-        assert!(
-            r.fail(Cut::Upstream(error()))
-                .starts_with(b"\nevent: WorkflowError\n")
-        );
-        let mut r = relay();
+        assert!(r.fail(error()).starts_with(b"\nevent: WorkflowError\n"));
+        let mut r = relay().await;
         r.observe(b"event: StepProgress\ndata: {}\n");
         r.observe(b"\n");
-        assert!(
-            r.fail(Cut::Upstream(error()))
-                .starts_with(b"event: WorkflowError\n")
-        );
+        assert!(r.fail(error()).starts_with(b"event: WorkflowError\n"));
     }
 
     #[test]

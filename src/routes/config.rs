@@ -17,14 +17,14 @@ const DB_DOMAINS: &[&str] = &[
 
 pub async fn config(State(state): State<SharedState>, headers: HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(&headers);
-    let host_fetches = state.upstreams.hosts().iter().map(|host| {
+    let host_fetches = state.upstreams.groups().iter().map(|group| {
         let state = &state;
         async move {
-            match state.cache.host_config(host, refresh).await {
+            match state.cache.host_config(group, refresh).await {
                 Ok(cached) => Some(cached.doc),
                 Err(error) => {
-                    state.note_upstream_error(host, &error);
-                    tracing::warn!(host = %host.client.base_url(), %error, "host config unavailable");
+                    state.note_upstream_error(group, &error);
+                    tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
                     None
                 }
             }

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod upstreams;
 pub mod workflows;
 
 use axum::Router;
@@ -13,29 +14,30 @@ use crate::state::SharedState;
 
 /// All routes, without the cross-cutting layers (see `crate::layers`).
 pub fn router(state: SharedState) -> Router {
-    use workflows::{forward_call, forward_run_call};
+    use workflows::{create_run, list_runs, run_call_any_owner, run_call_one_owner};
     Router::new()
         .route("/", get(health::home))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/info", get(health::info))
         .route("/metrics", get(metrics::metrics))
+        .route("/gateway/upstreams", get(upstreams::status))
         .route("/config", get(config::config))
         .route("/workflows", get(workflows::list))
         .route("/workflows/{id}", get(workflows::detail))
-        .route("/workflows/{id}/runs", get(forward_call).post(forward_call))
-        .route("/workflows/{id}/runs/{run_id}", get(forward_run_call))
+        .route("/workflows/{id}/runs", get(list_runs).post(create_run))
+        .route("/workflows/{id}/runs/{run_id}", get(run_call_any_owner))
         .route(
             "/workflows/{id}/runs/{run_id}/cancel",
-            post(forward_run_call),
+            post(run_call_any_owner),
         )
         .route(
             "/workflows/{id}/runs/{run_id}/continue",
-            post(forward_run_call),
+            post(run_call_one_owner),
         )
         .route(
             "/workflows/{id}/runs/{run_id}/resume",
-            post(forward_run_call),
+            post(run_call_one_owner),
         )
         .fallback(|| async { GatewayError::RouteNotFound })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::proxy;
+use crate::proxy::{self, Call};
 use crate::state::SharedState;
 use crate::upstream::Upstream;
 
@@ -53,10 +53,10 @@ async fn summary_of(state: &SharedState, upstream: &Upstream) -> Value {
     match state.cache.workflow(upstream, false, None).await {
         Ok(cached) => summary(&cached.doc),
         Err(error) => {
-            state.note_upstream_error(&upstream.host, &error);
+            state.note_upstream_error(&upstream.group, &error);
             tracing::warn!(
                 workflow = %upstream.config.id,
-                host = %upstream.host.client.base_url(),
+                host_group = %upstream.group.name(),
                 %error,
                 "workflow metadata unavailable; listing it from the config file"
             );
@@ -96,7 +96,7 @@ pub async fn detail(
     let mut refresh = wants_fresh(request.headers());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "version" => return forward_call(State(state), Path(id), request).await,
+            "version" => return forward_call(&state, &id, Call::Other, request).await,
             "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
             _ => {}
         }
@@ -106,7 +106,7 @@ pub async fn detail(
         .cache
         .workflow(upstream, refresh, bearer)
         .await
-        .inspect_err(|error| state.note_upstream_error(&upstream.host, error))?;
+        .inspect_err(|error| state.note_upstream_error(&upstream.group, error))?;
     let mut response = Json(&*cached.doc).into_response();
     response.headers_mut().insert(
         CACHE_HEADER,
@@ -115,26 +115,63 @@ pub async fn detail(
     Ok(response)
 }
 
-/// Every per-run call (`/runs`, `/runs/{run_id}`, `/cancel`, `/continue`,
-/// `/resume`): the path after the gateway id, the query and the body go to
-/// the host unchanged under the host's workflow id.
-pub async fn forward_call(
+/// `POST /workflows/{id}/runs`: a new run, on a balanced pick of replicas.
+pub async fn create_run(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let upstream = lookup(&state, &id)?;
-    let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
-    proxy::forward(&state, upstream, &path_and_query, request).await
+    forward_call(&state, &id, Call::NewRun, request).await
 }
 
-/// Same as [`forward_call`] for routes that also capture a run id.
-pub async fn forward_run_call(
-    state: State<SharedState>,
-    Path((id, _run_id)): Path<(String, String)>,
+/// `GET /workflows/{id}/runs`: a session's runs, from any replica.
+pub async fn list_runs(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    forward_call(state, Path(id), request).await
+    forward_call(&state, &id, Call::Other, request).await
+}
+
+/// `GET /workflows/{id}/runs/{run_id}` and `POST .../cancel`: to the run's
+/// owner, or to every replica when the owner is unknown.
+pub async fn run_call_any_owner(
+    State(state): State<SharedState>,
+    Path((id, run_id)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    let call = Call::Run {
+        run_id,
+        fan_out: true,
+    };
+    forward_call(&state, &id, call, request).await
+}
+
+/// `POST .../continue` and `.../resume`: to the run's owner, or to one
+/// replica when the owner is unknown.
+pub async fn run_call_one_owner(
+    State(state): State<SharedState>,
+    Path((id, run_id)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    let call = Call::Run {
+        run_id,
+        fan_out: false,
+    };
+    forward_call(&state, &id, call, request).await
+}
+
+/// Every per-run call: the path after the gateway id, the query and the
+/// body go to the host unchanged under the host's workflow id.
+async fn forward_call(
+    state: &SharedState,
+    id: &str,
+    call: Call,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    let upstream = lookup(state, id)?;
+    let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
+    proxy::forward(state, upstream, call, &path_and_query, request).await
 }
 
 fn lookup<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {

@@ -1,45 +1,30 @@
 //! The metadata cache: each workflow's `GET /workflows/{id}` document and each
-//! host's `GET /config`, kept in one moka cache with a per-entry TTL (the
-//! workflow's `config_ttl`, as RemoteWorkflow caches them).
+//! host's `GET /config`, kept in the client library's
+//! [`TtlCache`](crate::client::cache::TtlCache) with a per-entry TTL (the
+//! workflow's `config_ttl`), the same cache `RemoteWorkflow` uses.
 //!
-//! Concurrent misses for one key coalesce into one upstream fetch (moka's
-//! `or_try_insert_with`). Every successful fetch is also remembered as the
-//! last good copy, which is served, marked stale, when the host cannot be
-//! reached, so a dead host does not blank its workflows out of the UI.
+//! Concurrent misses for one key coalesce into one upstream fetch. On top of
+//! the library cache, every successful fetch is also remembered as the last
+//! good copy, which is served, marked stale, when the host cannot be reached,
+//! so a dead host does not blank its workflows out of the UI.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
-use moka::future::Cache;
 use serde_json::Value;
 
-use super::{Host, Upstream};
-use crate::client::ClientError;
+use super::{HostGroup, Upstream, is_host_failure};
+use crate::client::cache::{Lookup, TtlCache};
+use crate::client::{CONFIG_PATH, ClientError, workflow_path};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
     /// A workflow's document, by gateway id.
     Workflow(String),
-    /// A host's `/config`, by base URL.
+    /// A host group's `/config`, by group name.
     HostConfig(String),
-}
-
-#[derive(Clone)]
-struct Entry {
-    doc: Arc<Value>,
-    ttl: Duration,
-}
-
-/// Each entry lives for the TTL it was stored with.
-struct PerEntryTtl;
-
-impl Expiry<CacheKey, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
 }
 
 /// Where a cached answer came from; sent to callers as `X-Gateway-Cache`.
@@ -80,7 +65,7 @@ pub struct CacheStats {
 
 /// The metadata cache shared by all handlers.
 pub struct ConfigCache {
-    fresh: Cache<CacheKey, Entry>,
+    fresh: TtlCache<CacheKey, Arc<Value>>,
     last_good: Mutex<HashMap<CacheKey, Arc<Value>>>,
     fetch_timeout: Duration,
     pub stats: CacheStats,
@@ -91,10 +76,7 @@ impl ConfigCache {
     /// run timeout is.
     pub fn new(fetch_timeout: Duration) -> Self {
         ConfigCache {
-            fresh: Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(PerEntryTtl)
-                .build(),
+            fresh: TtlCache::new(100_000),
             last_good: Mutex::new(HashMap::new()),
             fetch_timeout,
             stats: CacheStats::default(),
@@ -117,27 +99,34 @@ impl ConfigCache {
             .map(|t| t.expose())
             .or(caller_bearer);
         let fetch = async {
+            let path = workflow_path(&upstream.config.workflow_id);
             let mut doc = upstream
-                .host
-                .client
-                .get_json(&upstream.upstream_prefix, self.fetch_timeout, bearer)
+                .group
+                .get_json(&path, self.fetch_timeout, bearer)
                 .await?;
             if let Some(object) = doc.as_object_mut() {
                 object.insert("id".into(), Value::String(upstream.config.id.clone()));
             }
-            Ok(doc)
+            Ok(Arc::new(doc))
         };
         let key = CacheKey::Workflow(upstream.config.id.clone());
         self.get_or_fetch(key, upstream.config.config_ttl, refresh, fetch)
             .await
     }
 
-    /// The host's `GET /config`.
-    pub async fn host_config(&self, host: &Host, refresh: bool) -> Result<Cached, ClientError> {
-        let bearer = host.metadata_token.as_ref().map(|t| t.expose());
-        let fetch = host.client.get_json("/config", self.fetch_timeout, bearer);
-        let key = CacheKey::HostConfig(host.client.base_url().to_owned());
-        self.get_or_fetch(key, host.config_ttl, refresh, fetch)
+    /// The host group's `GET /config` (from any of its replicas).
+    pub async fn host_config(
+        &self,
+        group: &HostGroup,
+        refresh: bool,
+    ) -> Result<Cached, ClientError> {
+        let bearer = group.metadata_token.as_ref().map(|t| t.expose());
+        let fetch = async {
+            let doc = group.get_json(CONFIG_PATH, self.fetch_timeout, bearer);
+            doc.await.map(Arc::new)
+        };
+        let key = CacheKey::HostConfig(group.name().to_owned());
+        self.get_or_fetch(key, group.config_ttl, refresh, fetch)
             .await
     }
 
@@ -146,44 +135,33 @@ impl ConfigCache {
         key: CacheKey,
         ttl: Duration,
         refresh: bool,
-        fetch: impl Future<Output = Result<Value, ClientError>>,
+        fetch: impl Future<Output = Result<Arc<Value>, ClientError>>,
     ) -> Result<Cached, ClientError> {
         if refresh {
             self.fresh.invalidate(&key).await;
         }
-        let result = self
-            .fresh
-            .entry(key.clone())
-            .or_try_insert_with(async {
-                fetch.await.map(|doc| Entry {
-                    doc: Arc::new(doc),
-                    ttl,
-                })
-            })
-            .await;
-        match result {
-            Ok(entry) => {
-                let freshness = if entry.is_fresh() {
-                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    Freshness::Miss
-                } else {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    Freshness::Hit
+        match self.fresh.get_or_fetch(key.clone(), ttl, fetch).await {
+            Ok(fetched) => {
+                let doc = fetched.value;
+                let freshness = match fetched.lookup {
+                    Lookup::Miss => {
+                        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                        self.remember(key, doc.clone());
+                        Freshness::Miss
+                    }
+                    Lookup::Hit => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        Freshness::Hit
+                    }
                 };
-                let doc = entry.into_value().doc;
-                if freshness == Freshness::Miss {
-                    self.remember(key, doc.clone());
-                }
                 Ok(Cached { doc, freshness })
             }
             Err(error) => {
                 let error = ClientError::clone(&error);
                 // A host that answers "not found" or "unauthorised" is not
                 // down: its answer stands. Only unreachability falls back.
-                let host_down = match &error {
-                    ClientError::Status { status, .. } => status.is_server_error(),
-                    _ => true,
-                };
+                let host_down =
+                    is_host_failure(&error) || matches!(error, ClientError::Unavailable { .. });
                 let stale = host_down.then(|| self.last_good(&key)).flatten();
                 match stale {
                     Some(doc) => {

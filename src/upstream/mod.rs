@@ -1,75 +1,170 @@
-//! The upstream layer: which host owns which workflow, one pooled client per
-//! host, and the cached metadata of each (see [`cache`]).
+//! The upstream layer: which host group runs which workflow, the replicas of
+//! each group ([`replica`]), their health and discovery ([`health`]), which
+//! replica owns which run ([`owners`]), and the metadata cache ([`cache`]).
 //!
-//! Built once from the validated [`Config`]; read-only afterwards, so request
-//! handlers share it without locks.
+//! Built once from the validated [`Config`]. Only replica lists (DNS), health
+//! and the owner map change afterwards, each behind its own small lock.
 
 pub mod cache;
+pub mod health;
+pub mod owners;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::client::AgentOsClient;
-use crate::config::{Config, Secret, WorkflowConfig};
+use crate::client::{AgentOsClient, ClientError};
+use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
+use replica::{Replica, ReplicaSet};
 
-/// One exposed workflow and the host that runs it.
+/// One exposed workflow and the host group that runs it.
 #[derive(Debug)]
 pub struct Upstream {
     pub config: WorkflowConfig,
-    pub host: Arc<Host>,
+    pub group: Arc<HostGroup>,
     /// `/workflows/{workflow_id}` on the host: the prefix every forwarded
     /// workflow call is rewritten to.
     pub upstream_prefix: String,
 }
 
-/// One AgentOS host (a distinct base URL).
+/// Replicas that serve the same workflows.
 #[derive(Debug)]
-pub struct Host {
-    pub client: AgentOsClient,
-    /// The token used for the host's own metadata (`GET /config`): the first
+pub struct HostGroup {
+    pub config: HostGroupConfig,
+    pub replicas: ReplicaSet,
+    /// The token for the group's own metadata (`GET /config`): the first
     /// `auth_token` configured for any of its workflows.
     pub metadata_token: Option<Secret>,
-    /// The shortest `config_ttl` of the host's workflows.
-    pub config_ttl: std::time::Duration,
+    /// The shortest `config_ttl` of the group's workflows.
+    pub config_ttl: Duration,
+    connect_timeout: Duration,
 }
 
-/// All configured workflows, by gateway id and in file order.
+impl HostGroup {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// A replica for `url`, with this group's bulkhead and ejection policy.
+    pub fn new_replica(&self, url: &url::Url) -> Result<Arc<Replica>, reqwest::Error> {
+        Ok(Arc::new(Replica::new(
+            AgentOsClient::new(url, self.connect_timeout)?,
+            self.config.max_concurrent_requests,
+            self.config.ejection,
+        )))
+    }
+
+    /// An idempotent `GET` (metadata): one replica, and the next one once if
+    /// it fails. Results feed the replicas' passive health.
+    pub async fn get_json(
+        &self,
+        path: &str,
+        timeout: Duration,
+        bearer: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let first = self.replicas.pick(&[]).map_err(|e| self.unavailable(e))?;
+        let result = first.replica().client.get_json(path, timeout, bearer).await;
+        note_health(first.replica(), &result);
+        match result {
+            Err(error) if is_host_failure(&error) => {
+                let Ok(second) = self.replicas.pick(std::slice::from_ref(first.replica())) else {
+                    return Err(error);
+                };
+                drop(first);
+                let result = second
+                    .replica()
+                    .client
+                    .get_json(path, timeout, bearer)
+                    .await;
+                note_health(second.replica(), &result);
+                result
+            }
+            result => result,
+        }
+    }
+
+    /// The error for "no replica can take this".
+    pub fn unavailable(&self, error: replica::PickError) -> ClientError {
+        ClientError::Unavailable {
+            group: self.name().to_owned(),
+            reason: match error {
+                replica::PickError::NoReplicas => "no replicas are known".to_owned(),
+                replica::PickError::Saturated => {
+                    "every replica is at max_concurrent_requests".to_owned()
+                }
+            },
+            saturated: error == replica::PickError::Saturated,
+        }
+    }
+}
+
+/// Whether `error` says the replica is unhealthy (as opposed to the request
+/// being wrong): connect failures, timeouts, broken connections and 5xx.
+pub fn is_host_failure(error: &ClientError) -> bool {
+    match error {
+        ClientError::Status { status, .. } => status.is_server_error(),
+        ClientError::Decode { .. } | ClientError::BodyTooLarge => false,
+        ClientError::Unavailable { .. } => false,
+        _ => true,
+    }
+}
+
+fn note_health<T>(replica: &Replica, result: &Result<T, ClientError>) {
+    match result {
+        Err(error) if is_host_failure(error) => replica.record_failure(&error.to_string()),
+        _ => replica.record_success(),
+    }
+}
+
+/// All configured workflows and host groups.
 #[derive(Debug)]
 pub struct Upstreams {
     by_id: HashMap<String, Arc<Upstream>>,
     ordered: Vec<Arc<Upstream>>,
-    hosts: Vec<Arc<Host>>,
+    groups: Vec<Arc<HostGroup>>,
+    pub owners: owners::RunOwners,
 }
 
 impl Upstreams {
-    /// Builds one client per distinct base URL.
+    /// Builds every group (one pooled client per replica). DNS groups start
+    /// empty until `health::spawn` resolves them.
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let mut hosts: Vec<Arc<Host>> = Vec::new();
-        let mut host_by_url: HashMap<String, usize> = HashMap::new();
+        let mut groups: Vec<Arc<HostGroup>> = Vec::with_capacity(config.host_groups.len());
+        for group_config in &config.host_groups {
+            let members = config
+                .workflows
+                .iter()
+                .filter(|w| w.host_group == group_config.name);
+            let group = HostGroup {
+                config: group_config.clone(),
+                replicas: ReplicaSet::default(),
+                metadata_token: members.clone().find_map(|w| w.auth_token.clone()),
+                config_ttl: members
+                    .map(|w| w.config_ttl)
+                    .min()
+                    .unwrap_or(Duration::from_secs(300)),
+                connect_timeout: config.server.connect_timeout,
+            };
+            if let HostSource::Static(urls) = &group_config.source {
+                let replicas = urls
+                    .iter()
+                    .map(|url| group.new_replica(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                group.replicas.replace(replicas);
+            }
+            groups.push(Arc::new(group));
+        }
         let mut ordered = Vec::with_capacity(config.workflows.len());
         for wf in &config.workflows {
-            let index = match host_by_url.get(wf.base()) {
-                Some(&i) => i,
-                None => {
-                    let siblings = config.workflows.iter().filter(|w| w.base() == wf.base());
-                    let metadata_token = siblings.clone().find_map(|w| w.auth_token.clone());
-                    let config_ttl = siblings
-                        .map(|w| w.config_ttl)
-                        .min()
-                        .unwrap_or(wf.config_ttl);
-                    hosts.push(Arc::new(Host {
-                        client: AgentOsClient::new(&wf.base_url, config.server.connect_timeout)?,
-                        metadata_token,
-                        config_ttl,
-                    }));
-                    host_by_url.insert(wf.base().to_owned(), hosts.len() - 1);
-                    hosts.len() - 1
-                }
+            let Some(group) = groups.iter().find(|g| g.name() == wf.host_group) else {
+                // Config validation guarantees every workflow's group exists.
+                continue;
             };
             ordered.push(Arc::new(Upstream {
                 upstream_prefix: format!("/workflows/{}", wf.workflow_id),
                 config: wf.clone(),
-                host: hosts[index].clone(),
+                group: group.clone(),
             }));
         }
         let by_id = ordered
@@ -79,7 +174,8 @@ impl Upstreams {
         Ok(Upstreams {
             by_id,
             ordered,
-            hosts,
+            groups,
+            owners: owners::RunOwners::new(),
         })
     }
 
@@ -93,8 +189,8 @@ impl Upstreams {
         &self.ordered
     }
 
-    /// Every distinct host.
-    pub fn hosts(&self) -> &[Arc<Host>] {
-        &self.hosts
+    /// Every host group.
+    pub fn groups(&self) -> &[Arc<HostGroup>] {
+        &self.groups
     }
 }

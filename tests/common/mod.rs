@@ -74,6 +74,11 @@ impl StreamControl {
 
 #[derive(Default)]
 struct HostState {
+    /// Canned answers for the fallback route, used first, in order (see
+    /// [`MockHost::respond_next`]).
+    canned: Mutex<VecDeque<(u16, Value)>>,
+    /// The `Authorization` header of each `GET /workflows/{id}`.
+    doc_auth: Mutex<Vec<Option<String>>>,
     recorded: Mutex<Vec<Recorded>>,
     workflow_doc_hits: AtomicUsize,
     config_hits: AtomicUsize,
@@ -83,6 +88,16 @@ struct HostState {
     doc_gate: Mutex<Option<Arc<Semaphore>>>,
     os_id: String,
     db_id: String,
+    /// `GET /health` answers 503 while false.
+    healthy: std::sync::atomic::AtomicBool,
+    health_hits: AtomicUsize,
+    /// With `Some(n)`, streaming runs that have no queued [`StreamControl`]
+    /// get an automatic stream: a first event, then (after [`MockHost::release`])
+    /// `n` more and a completion event, derived from the request's message.
+    auto_events: Mutex<Option<usize>>,
+    release: tokio::sync::watch::Sender<bool>,
+    /// Set by [`MockHost::kill`]: every open stream breaks.
+    killed: tokio::sync::watch::Sender<bool>,
 }
 
 /// A mock AgentOS host.
@@ -102,9 +117,11 @@ impl MockHost {
         let state = Arc::new(HostState {
             os_id: os_id.to_owned(),
             db_id: format!("{os_id}-db"),
+            healthy: std::sync::atomic::AtomicBool::new(true),
             ..HostState::default()
         });
         let router = Router::new()
+            .route("/health", get(host_health))
             .route("/config", get(host_config))
             .route("/workflows/{id}", get(workflow_doc))
             .fallback(record_and_answer)
@@ -138,6 +155,39 @@ impl MockHost {
         StreamControl { tx }
     }
 
+    /// Makes `GET /health` answer 200 (true) or 503 (false).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn health_hits(&self) -> usize {
+        self.state.health_hits.load(Ordering::SeqCst)
+    }
+
+    /// Streaming runs without a queued [`StreamControl`] stream automatically
+    /// (see [`auto_stream_bytes`]).
+    pub fn auto_stream(&self, events: usize) {
+        *self.state.auto_events.lock().unwrap() = Some(events);
+    }
+
+    /// Lets every automatic stream go on past its first event.
+    pub fn release(&self) {
+        self.state.release.send_replace(true);
+    }
+
+    /// Breaks every open stream of this host mid-body, as a crash would.
+    pub fn kill(&self) {
+        self.state.killed.send_replace(true);
+    }
+
+    /// The streaming runs this host received.
+    pub fn runs(&self) -> usize {
+        self.recorded()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path_and_query.ends_with("/runs"))
+            .count()
+    }
+
     /// Every request recorded by the fallback route.
     pub fn recorded(&self) -> Vec<Recorded> {
         self.state.recorded.lock().unwrap().clone()
@@ -158,6 +208,18 @@ impl MockHost {
 
     /// Makes `GET /workflows/{id}` wait until the returned semaphore gets
     /// permits.
+    /// The next request the fallback route records is answered with
+    /// `status` and the JSON `body` (streaming runs included), before any
+    /// other rule applies.
+    pub fn respond_next(&self, status: u16, body: Value) {
+        self.state.canned.lock().unwrap().push_back((status, body));
+    }
+
+    /// The `Authorization` header each `GET /workflows/{id}` carried.
+    pub fn workflow_doc_auth(&self) -> Vec<Option<String>> {
+        self.state.doc_auth.lock().unwrap().clone()
+    }
+
     pub fn gate_workflow_docs(&self) -> Arc<Semaphore> {
         let gate = Arc::new(Semaphore::new(0));
         *self.state.doc_gate.lock().unwrap() = Some(gate.clone());
@@ -170,6 +232,72 @@ impl MockHost {
         self.stop.cancel();
         stopped.await;
     }
+}
+
+async fn host_health(State(state): State<Arc<HostState>>) -> Response {
+    state.health_hits.fetch_add(1, Ordering::SeqCst);
+    if state.healthy.load(Ordering::SeqCst) {
+        axum::Json(json!({"status": "ok", "instantiated_at": "2026-01-01T00:00:00Z"}))
+            .into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+    }
+}
+
+/// The exact bytes of an automatic stream for `message` with `events`
+/// progress events: its first event, and the rest.
+pub fn auto_stream_bytes(message: &str, events: usize) -> (String, String) {
+    let first = format!(
+        "event: WorkflowStarted\ndata: {{\"event\":\"WorkflowStarted\",\"run_id\":\"run-{message}\",\"session_id\":\"s-{message}\"}}\n\n"
+    );
+    let mut rest = String::new();
+    for n in 0..events {
+        rest.push_str(&format!(
+            "event: StepProgress\ndata: {{\"event\":\"StepProgress\",\"run_id\":\"run-{message}\",\"n\":{n}}}\n\n"
+        ));
+    }
+    rest.push_str(&format!(
+        "event: WorkflowCompleted\ndata: {{\"event\":\"WorkflowCompleted\",\"run_id\":\"run-{message}\"}}\n\n"
+    ));
+    (first, rest)
+}
+
+fn auto_stream(
+    state: &HostState,
+    message: String,
+    events: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + use<> {
+    let (first, rest) = auto_stream_bytes(&message, events);
+    let mut chunks: VecDeque<Bytes> = std::iter::once(first)
+        .chain(rest.split_inclusive("\n\n").map(str::to_owned))
+        .map(Bytes::from)
+        .collect();
+    let release = state.release.subscribe();
+    let killed = state.killed.subscribe();
+    let start = (true, release, killed);
+    futures::stream::unfold(
+        Some((start, chunks.pop_front(), chunks)),
+        |step| async move {
+            let ((first, mut release, mut killed), next, mut chunks) = step?;
+            if !first {
+                // After the first event, wait for the release (or die).
+                let go = tokio::select! {
+                    biased;
+                    _ = killed.wait_for(|dead| *dead) => false,
+                    _ = release.wait_for(|go| *go) => true,
+                };
+                if !go {
+                    return Some((Err(std::io::Error::other("host killed")), None));
+                }
+            }
+            let chunk = next?;
+            let following = chunks.pop_front();
+            Some((
+                Ok(chunk),
+                Some(((false, release, killed), following, chunks)),
+            ))
+        },
+    )
 }
 
 async fn host_config(State(state): State<Arc<HostState>>) -> Response {
@@ -188,7 +316,16 @@ async fn host_config(State(state): State<Arc<HostState>>) -> Response {
     .into_response()
 }
 
-async fn workflow_doc(State(state): State<Arc<HostState>>, Path(id): Path<String>) -> Response {
+async fn workflow_doc(
+    State(state): State<Arc<HostState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.doc_auth.lock().unwrap().push(auth);
     state.workflow_doc_hits.fetch_add(1, Ordering::SeqCst);
     let gate = state.doc_gate.lock().unwrap().clone();
     if let Some(gate) = gate {
@@ -231,12 +368,32 @@ async fn record_and_answer(State(state): State<Arc<HostState>>, request: Request
     };
     state.recorded.lock().unwrap().push(recorded);
 
+    let canned = state.canned.lock().unwrap().pop_front();
+    if let Some((status, answer)) = canned {
+        return Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(answer.to_string()))
+            .unwrap();
+    }
+
     let is_run = parts.method == "POST" && parts.uri.path().ends_with("/runs");
     let streaming = is_run && !String::from_utf8_lossy(&body).contains("stream=false");
     if streaming {
         let stream = state.streams.lock().unwrap().pop_front();
-        if let Some(rx) = stream {
-            let body = Body::from_stream(receiver_stream(rx));
+        let auto_events = *state.auto_events.lock().unwrap();
+        let body = match (stream, auto_events) {
+            (Some(rx), _) => Some(Body::from_stream(receiver_stream(rx))),
+            (None, Some(events)) => {
+                let message = url::form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "message")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                Some(Body::from_stream(auto_stream(&state, message, events)))
+            }
+            (None, None) => None,
+        };
+        if let Some(body) = body {
             return Response::builder()
                 .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
                 .body(body)

@@ -1,0 +1,231 @@
+//! Learning a run's ids from the bytes that pass through, without buffering
+//! them: the top-level `run_id` and `session_id` of a JSON answer (a
+//! non-streamed run, or a background run's 202), and the `run_id` form field
+//! of a urlencoded request body.
+//!
+//! Both scanners look at each chunk once as it is forwarded and keep a few
+//! bytes of state, so the proxy path stays zero-copy.
+
+/// The ids a run is known by.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunIds {
+    pub run_id: Option<String>,
+    pub session_id: Option<String>,
+}
+
+/// Finds the string values of the top-level `"run_id"` and `"session_id"`
+/// keys of a JSON object fed in arbitrary chunks. Nested objects (an input
+/// dict that happens to contain `run_id`) are ignored.
+#[derive(Debug, Default)]
+pub struct JsonIdScanner {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// The current string's bytes, kept only while it may be a key we want
+    /// or the value that follows one.
+    current: Vec<u8>,
+    /// The last top-level key seen, while its value is pending.
+    pending_key: Option<Key>,
+    /// Whether the string being read is in key position.
+    expect_key: bool,
+    ids: RunIds,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    RunId,
+    SessionId,
+    Other,
+}
+
+/// Longest id value we keep; longer values are not ids we can route by.
+const MAX_ID_LEN: usize = 256;
+
+impl JsonIdScanner {
+    pub fn new() -> Self {
+        JsonIdScanner::default()
+    }
+
+    /// Feeds the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.done {
+            return;
+        }
+        for &b in chunk {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                    self.push(b);
+                } else if b == b'\\' {
+                    self.escaped = true;
+                    // Ids never contain escapes; drop any candidate that does.
+                    self.current.clear();
+                    self.current.push(0);
+                } else if b == b'"' {
+                    self.in_string = false;
+                    self.end_string();
+                } else {
+                    self.push(b);
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.current.clear();
+                }
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.expect_key = b == b'{' && self.depth == 1;
+                    if self.depth > 1 && self.pending_key.is_some() {
+                        // The value is an object or array, not an id.
+                        self.pending_key = None;
+                    }
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        self.done = true;
+                        return;
+                    }
+                }
+                b',' if self.depth == 1 => {
+                    self.expect_key = true;
+                    self.pending_key = None;
+                }
+                b':' if self.depth == 1 => self.expect_key = false,
+                _ => {}
+            }
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.depth == 1 && self.current.len() <= MAX_ID_LEN {
+            self.current.push(b);
+        }
+    }
+
+    fn end_string(&mut self) {
+        if self.depth != 1 {
+            return;
+        }
+        if self.expect_key {
+            self.pending_key = Some(match self.current.as_slice() {
+                b"run_id" => Key::RunId,
+                b"session_id" => Key::SessionId,
+                _ => Key::Other,
+            });
+            return;
+        }
+        let value = match std::str::from_utf8(&self.current) {
+            Ok(v) if !v.is_empty() && v.len() <= MAX_ID_LEN && !v.contains('\0') => v,
+            _ => return,
+        };
+        match self.pending_key.take() {
+            Some(Key::RunId) if self.ids.run_id.is_none() => self.ids.run_id = Some(value.into()),
+            Some(Key::SessionId) if self.ids.session_id.is_none() => {
+                self.ids.session_id = Some(value.into())
+            }
+            _ => {}
+        }
+    }
+
+    /// The ids found so far.
+    pub fn ids(&self) -> &RunIds {
+        &self.ids
+    }
+}
+
+/// Watches a urlencoded request body for a `run_id` field, so the gateway
+/// knows whether it must assign one.
+#[derive(Debug)]
+pub struct FormFieldScanner {
+    /// Bytes of the current field name matched so far; `None` once the field
+    /// cannot be `run_id` (or we are inside a value).
+    matched: Option<usize>,
+    found: bool,
+}
+
+impl Default for FormFieldScanner {
+    fn default() -> Self {
+        FormFieldScanner {
+            matched: Some(0),
+            found: false,
+        }
+    }
+}
+
+impl FormFieldScanner {
+    const NAME: &'static [u8] = b"run_id";
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if self.found {
+                return;
+            }
+            match (b, self.matched) {
+                (b'&', _) => self.matched = Some(0),
+                (b'=', Some(n)) if n == Self::NAME.len() => self.found = true,
+                (_, Some(n)) if n < Self::NAME.len() && Self::NAME[n] == b => {
+                    self.matched = Some(n + 1)
+                }
+                _ => self.matched = None,
+            }
+        }
+    }
+
+    /// Whether the body named a `run_id` field.
+    pub fn found(&self) -> bool {
+        self.found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_in_pieces(json: &str, piece: usize) -> RunIds {
+        let mut s = JsonIdScanner::new();
+        for chunk in json.as_bytes().chunks(piece) {
+            s.feed(chunk);
+        }
+        s.ids().clone()
+    }
+
+    #[test]
+    fn finds_top_level_ids_in_any_chunking() {
+        let json = r#"{"input":{"run_id":"nested","x":[1,{"session_id":"n2"}]},"content":"say \"run_id\":\"no\"","run_id":"R-1","session_id":"S-1","step_results":[{"run_id":"inner"}]}"#;
+        for piece in [1, 2, 3, 7, 1000] {
+            let ids = scan_in_pieces(json, piece);
+            assert_eq!(ids.run_id.as_deref(), Some("R-1"), "piece {piece}");
+            assert_eq!(ids.session_id.as_deref(), Some("S-1"), "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn ignores_non_string_and_missing_ids() {
+        let ids = scan_in_pieces(r#"{"run_id":null,"session_id":{"a":"b"},"z":"run_id"}"#, 4);
+        assert_eq!(ids, RunIds::default());
+        let ids = scan_in_pieces(r#"[{"run_id":"x"}]"#, 4);
+        assert_eq!(ids.run_id, None);
+    }
+
+    #[test]
+    fn form_scanner_finds_run_id_at_field_boundaries_only() {
+        let found = |body: &str, piece: usize| {
+            let mut s = FormFieldScanner::default();
+            for chunk in body.as_bytes().chunks(piece) {
+                s.feed(chunk);
+            }
+            s.found()
+        };
+        for piece in [1, 3, 100] {
+            assert!(found("message=hi&run_id=abc", piece));
+            assert!(found("run_id=abc&message=hi", piece));
+            assert!(!found("message=run_id%3Dx&my_run_id=3", piece));
+            assert!(!found("message=hi&run_idx=1", piece));
+            assert!(!found("message=a&b=run_id=", piece));
+        }
+    }
+}

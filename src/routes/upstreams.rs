@@ -1,0 +1,42 @@
+//! `GET /gateway/upstreams`: the gateway's own view of its hosts, for
+//! operators: every host group, each replica's health, last error, last
+//! check and requests in flight, and which workflows each group serves.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::config::HostSource;
+use crate::state::SharedState;
+
+pub async fn status(State(state): State<SharedState>) -> Json<Value> {
+    let groups: Vec<Value> = state
+        .upstreams
+        .groups()
+        .iter()
+        .map(|group| {
+            let source = match &group.config.source {
+                HostSource::Static(_) => json!({ "static": true }),
+                HostSource::Dns { url, refresh } => {
+                    json!({ "dns": url.as_str(), "refresh_seconds": refresh.as_secs_f64() })
+                }
+            };
+            let workflows: Vec<&str> = state
+                .upstreams
+                .workflows()
+                .iter()
+                .filter(|w| w.group.name() == group.name())
+                .map(|w| w.config.id.as_str())
+                .collect();
+            let replicas: Vec<_> = group.replicas.all().iter().map(|r| r.status()).collect();
+            json!({
+                "name": group.name(),
+                "source": source,
+                "health_check_interval_seconds": group.config.health_check_interval.map(|d| d.as_secs_f64()),
+                "workflows": workflows,
+                "replicas": replicas,
+            })
+        })
+        .collect();
+    Json(json!({ "host_groups": groups }))
+}
