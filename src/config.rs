@@ -71,6 +71,8 @@ pub struct Config {
 pub struct HostGroupConfig {
     pub name: String,
     pub source: HostSource,
+    /// How long a TCP connect to one of its replicas may take.
+    pub connect_timeout: Duration,
     /// Bulkhead: requests in flight per replica; more get a fast 503.
     pub max_concurrent_requests: Option<usize>,
     /// Seconds between `GET /health` checks of each replica; `None` turns
@@ -217,6 +219,7 @@ struct RawHostGroup {
     base_urls: Option<Spanned<Vec<String>>>,
     dns: Option<Spanned<String>>,
     // Group knobs; unset ones default to `[server]`'s.
+    connect_timeout: Option<Spanned<f64>>,
     max_concurrent_requests: Option<Spanned<u64>>,
     health_checks: Option<Spanned<bool>>,
     health_check_interval: Option<Spanned<f64>>,
@@ -697,6 +700,10 @@ fn validate(
         host_groups.push(HostGroupConfig {
             name: name.clone(),
             source,
+            connect_timeout: match &g.connect_timeout {
+                None => server.connect_timeout,
+                v => seconds(from_file(v), 0.0, "host_groups.connect_timeout", locate)?,
+            },
             max_concurrent_requests: positive_count(
                 from_file(&g.max_concurrent_requests),
                 "host_groups.max_concurrent_requests",
@@ -708,6 +715,7 @@ fn validate(
         });
     }
     let named_groups = host_groups.len();
+    let connect_timeout = server.connect_timeout;
 
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut workflows = Vec::with_capacity(raw.workflows.len());
@@ -733,11 +741,23 @@ fn validate(
             (Some(url), None, None) => {
                 let url = parse_base_url(url.get_ref())
                     .map_err(|m| locate.error(url.span(), "workflows.base_url", m))?;
-                implicit_group(&mut host_groups, named_groups, vec![url], &group_defaults)
+                implicit_group(
+                    &mut host_groups,
+                    named_groups,
+                    vec![url],
+                    &group_defaults,
+                    connect_timeout,
+                )
             }
             (None, Some(urls), None) => {
                 let urls = base_url_list(urls, "workflows.base_urls", locate)?;
-                implicit_group(&mut host_groups, named_groups, urls, &group_defaults)
+                implicit_group(
+                    &mut host_groups,
+                    named_groups,
+                    urls,
+                    &group_defaults,
+                    connect_timeout,
+                )
             }
             (None, None, Some(group)) => {
                 if !host_groups[..named_groups]
@@ -861,6 +881,7 @@ fn implicit_group(
     named_groups: usize,
     urls: Vec<Url>,
     defaults: &GroupDefaults,
+    connect_timeout: Duration,
 ) -> String {
     let name = urls
         .iter()
@@ -872,6 +893,7 @@ fn implicit_group(
         host_groups.push(HostGroupConfig {
             name: name.clone(),
             source: HostSource::Static(urls),
+            connect_timeout,
             max_concurrent_requests: defaults.max_concurrent_requests,
             health_check_interval: defaults
                 .health_checks

@@ -236,6 +236,20 @@ async fn a_flapping_replica_is_ejected_by_health_checks_and_readmitted() {
     );
     assert!(replica_a["last_check"].is_string());
 
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "agentos_gateway_replica_healthy{{host_group=\"{},{}\",replica=\"{}\"}} 0",
+        a.url, b.url, a.url
+    );
+    assert!(metrics.contains(&line), "{line} in {metrics}");
+
     a.set_healthy(true);
     eventually("a healthy again", || async {
         replica_healthy(&gw, &a.url).await

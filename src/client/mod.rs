@@ -9,12 +9,13 @@
 //!
 //! Files:
 //! - `mod.rs`: [`AgentOsClient`] and the AgentOS paths.
-//! - [`error`](ClientError): [`ClientError`] and [`UnavailablePhase`].
+//! - `error.rs`: [`ClientError`] and [`UnavailablePhase`].
 //! - [`cache`]: the TTL + coalescing cache.
 //! - [`sse`]: the Server-Sent-Events decoder.
-//! - [`WorkflowEvent`] (`events.rs`): typed stream events.
-//! - `types.rs`: run input, media, run output and config documents.
-//! - [`RemoteWorkflow`] (`remote_workflow.rs`): runs, streams, cancel,
+//! - `events.rs`: [`WorkflowEvent`], the typed stream events.
+//! - `types.rs`: [`Input`], [`Media`], [`RunOutput`], [`WorkflowConfig`],
+//!   [`OsConfig`] and [`RemoteDb`].
+//! - `remote_workflow.rs`: [`RemoteWorkflow`]: runs, streams, cancel,
 //!   continue and cached metadata for one workflow.
 //!
 //! ```no_run

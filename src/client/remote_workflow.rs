@@ -533,8 +533,8 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    /// Extra data for the run, sent as JSON (AgentOS hands it to the
-    /// workflow as that JSON string; see api notes §1.3).
+    /// Extra data for the run: an object is sent as JSON (AgentOS hands it
+    /// to the workflow as that JSON string; see api notes §1.3).
     pub fn additional_data(mut self, data: impl Into<Value>) -> Self {
         self.additional_data = Some(data.into());
         self
@@ -559,7 +559,7 @@ impl RunRequest {
         self
     }
 
-    /// The session state, sent as JSON.
+    /// The session state: an object is sent as JSON, which AgentOS decodes.
     pub fn session_state(mut self, state: impl Into<Value>) -> Self {
         self.session_state = Some(state.into());
         self
@@ -624,11 +624,11 @@ impl RunRequest {
         push_media(&mut form, "videos", &self.videos);
         push_media(&mut form, "input_files", &self.files);
         if let Some(data) = &self.additional_data {
-            form.push(("additional_data".to_owned(), data.to_string()));
+            push_field(&mut form, "additional_data", data);
         }
         push_opt(&mut form, "run_id", &self.run_id);
         if let Some(state) = &self.session_state {
-            form.push(("session_state".to_owned(), state.to_string()));
+            push_field(&mut form, "session_state", state);
         }
         if stream && let Some(stream_events) = self.stream_events {
             form.push(("stream_events".to_owned(), stream_events.to_string()));

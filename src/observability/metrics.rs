@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::upstream::Upstreams;
 use crate::upstream::cache::CacheStats;
 
 /// Labels of a finished request.
@@ -38,6 +39,13 @@ pub struct RouteLabels {
 pub struct UpstreamErrorLabels {
     pub host: String,
     pub kind: String,
+}
+
+/// Labels of a replica.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub host_group: String,
+    pub replica: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,8 +82,10 @@ pub struct Metrics {
     pub active_streams: Gauge,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
-    /// Serialises copying the cache's counters into `cache` at scrape time.
-    cache_sync: Mutex<()>,
+    replica_healthy: Family<ReplicaLabels, Gauge>,
+    replica_in_flight: Family<ReplicaLabels, Gauge>,
+    /// Serialises the scrape-time copies (cache counters, replica state).
+    scrape: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -135,8 +145,22 @@ impl Metrics {
             "Metadata cache lookups, by result: hit, miss or stale",
             cache.clone(),
         );
+        let replica_healthy = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "replica_healthy",
+            "1 when a replica takes new runs (passing health checks, not ejected)",
+            replica_healthy.clone(),
+        );
+        let replica_in_flight = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "replica_in_flight",
+            "Requests in flight on a replica, streams included",
+            replica_in_flight.clone(),
+        );
         Metrics {
             registry,
+            replica_healthy,
+            replica_in_flight,
             requests,
             duration,
             time_to_first_byte,
@@ -144,7 +168,7 @@ impl Metrics {
             active_streams,
             upstream_errors,
             cache,
-            cache_sync: Mutex::new(()),
+            scrape: Mutex::new(()),
         }
     }
 
@@ -168,14 +192,32 @@ impl Metrics {
             .observe(head.saturating_sub(waited_on_host).as_secs_f64());
     }
 
-    /// The exposition text, with the cache counters brought up to date.
-    pub fn render(&self, cache: &CacheStats) -> String {
+    /// The exposition text, with the cache counters and the replicas' state
+    /// brought up to date.
+    pub fn render(&self, cache: &CacheStats, upstreams: &Upstreams) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         {
             let _sync = self
-                .cache_sync
+                .scrape
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // DNS may have replaced replicas since the last scrape.
+            self.replica_healthy.clear();
+            self.replica_in_flight.clear();
+            for group in upstreams.groups() {
+                for replica in group.replicas.all().iter() {
+                    let labels = ReplicaLabels {
+                        host_group: group.name().to_owned(),
+                        replica: replica.base_url().to_owned(),
+                    };
+                    self.replica_healthy
+                        .get_or_create(&labels)
+                        .set(i64::from(replica.is_available()));
+                    self.replica_in_flight
+                        .get_or_create(&labels)
+                        .set(i64::try_from(replica.in_flight()).unwrap_or(i64::MAX));
+                }
+            }
             for (result, total) in [
                 ("hit", cache.hits.load(Relaxed)),
                 ("miss", cache.misses.load(Relaxed)),

@@ -13,6 +13,6 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.cache.stats),
+        state.metrics.render(&state.cache.stats, &state.upstreams),
     )
 }

@@ -1,6 +1,6 @@
 //! The metadata cache: each workflow's `GET /workflows/{id}` document and each
 //! host's `GET /config`, kept in the client library's
-//! [`TtlCache`](crate::client::cache::TtlCache) with a per-entry TTL (the
+//! [`TtlCache`] with a per-entry TTL (the
 //! workflow's `config_ttl`), the same cache `RemoteWorkflow` uses.
 //!
 //! Concurrent misses for one key coalesce into one upstream fetch. On top of

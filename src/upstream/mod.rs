@@ -38,7 +38,6 @@ pub struct HostGroup {
     pub metadata_token: Option<Secret>,
     /// The shortest `config_ttl` of the group's workflows.
     pub config_ttl: Duration,
-    connect_timeout: Duration,
 }
 
 impl HostGroup {
@@ -49,7 +48,7 @@ impl HostGroup {
     /// A replica for `url`, with this group's bulkhead and ejection policy.
     pub fn new_replica(&self, url: &url::Url) -> Result<Arc<Replica>, reqwest::Error> {
         Ok(Arc::new(Replica::new(
-            AgentOsClient::new(url, self.connect_timeout)?,
+            AgentOsClient::new(url, self.config.connect_timeout)?,
             self.config.max_concurrent_requests,
             self.config.ejection,
         )))
@@ -144,7 +143,6 @@ impl Upstreams {
                     .map(|w| w.config_ttl)
                     .min()
                     .unwrap_or(Duration::from_secs(300)),
-                connect_timeout: config.server.connect_timeout,
             };
             if let HostSource::Static(urls) = &group_config.source {
                 let replicas = urls
