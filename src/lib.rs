@@ -11,7 +11,8 @@
 //! - [`routes`]: the AgentOS surface, one file per resource (`health`, `config`, `workflows`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
 //! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
-//! - [`client`]: the HTTP client for one AgentOS host and its error mapping.
+//! - [`client`]: the Rust `RemoteWorkflow` library, and the per-host HTTP client and error
+//!   mapping the gateway's own upstream calls go through.
 //! - [`error`]: the one request-path error type and its `{"detail": ...}` body.
 //! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
 //! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.

@@ -149,7 +149,7 @@ pub fn plain(
                 replica.record_failure(&error.to_string());
                 Some((Err(error), None))
             }
-            Err(_) => Some((Err(replica.client.timeout_error(idle)), None)),
+            Err(_) => Some((Err(replica.client.idle_timeout_error(idle)), None)),
         }
     })
 }

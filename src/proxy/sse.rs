@@ -185,7 +185,7 @@ impl SseRelay {
             Woke::Upstream(Some(Err(e))) => {
                 Err(Cut::HostFailed(client.classify(&e, config.timeout)))
             }
-            Woke::Idle => Err(Cut::Idle(client.timeout_error(config.timeout))),
+            Woke::Idle => Err(Cut::Idle(client.idle_timeout_error(config.timeout))),
             Woke::Heartbeat => {
                 self.reset_heartbeat();
                 Ok(Some(Bytes::from_static(PING)))

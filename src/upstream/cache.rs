@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{HostGroup, Upstream, is_host_failure};
+use crate::client::ClientError;
 use crate::client::cache::{Lookup, TtlCache};
-use crate::client::{CONFIG_PATH, ClientError, workflow_path};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
@@ -98,11 +98,13 @@ impl ConfigCache {
             .as_ref()
             .map(|t| t.expose())
             .or(caller_bearer);
+        let (workflow_id, timeout) = (&upstream.config.workflow_id, self.fetch_timeout);
         let fetch = async {
-            let path = workflow_path(&upstream.config.workflow_id);
             let mut doc = upstream
                 .group
-                .get_json(&path, self.fetch_timeout, bearer)
+                .idempotent(|client| async move {
+                    client.get_workflow(workflow_id, bearer, timeout).await
+                })
                 .await?;
             if let Some(object) = doc.as_object_mut() {
                 object.insert("id".into(), Value::String(upstream.config.id.clone()));
@@ -121,8 +123,10 @@ impl ConfigCache {
         refresh: bool,
     ) -> Result<Cached, ClientError> {
         let bearer = group.metadata_token.as_ref().map(|t| t.expose());
+        let timeout = self.fetch_timeout;
         let fetch = async {
-            let doc = group.get_json(CONFIG_PATH, self.fetch_timeout, bearer);
+            let doc =
+                group.idempotent(|client| async move { client.get_config(bearer, timeout).await });
             doc.await.map(Arc::new)
         };
         let key = CacheKey::HostConfig(group.name().to_owned());

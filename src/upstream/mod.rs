@@ -54,16 +54,16 @@ impl HostGroup {
         )))
     }
 
-    /// An idempotent `GET` (metadata): one replica, and the next one once if
-    /// it fails. Results feed the replicas' passive health.
-    pub async fn get_json(
-        &self,
-        path: &str,
-        timeout: Duration,
-        bearer: Option<&str>,
-    ) -> Result<serde_json::Value, ClientError> {
+    /// Runs an idempotent call (a metadata `GET`) on one replica, and on the
+    /// next one once if the first fails as a host. Results feed the
+    /// replicas' passive health.
+    pub async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(AgentOsClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
         let first = self.replicas.pick(&[]).map_err(|e| self.unavailable(e))?;
-        let result = first.replica().client.get_json(path, timeout, bearer).await;
+        let result = call(first.replica().client.clone()).await;
         note_health(first.replica(), &result);
         match result {
             Err(error) if is_host_failure(&error) => {
@@ -71,11 +71,7 @@ impl HostGroup {
                     return Err(error);
                 };
                 drop(first);
-                let result = second
-                    .replica()
-                    .client
-                    .get_json(path, timeout, bearer)
-                    .await;
+                let result = call(second.replica().client.clone()).await;
                 note_health(second.replica(), &result);
                 result
             }
