@@ -140,11 +140,8 @@ pub async fn run_call_any_owner(
     Path((id, run_id)): Path<(String, String)>,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let call = Call::Run {
-        run_id,
-        fan_out: true,
-    };
-    forward_call(&state, &id, call, request).await
+    let fan_out = true;
+    forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
 }
 
 /// `POST .../continue` and `.../resume`: to the run's owner, or to one
@@ -154,11 +151,8 @@ pub async fn run_call_one_owner(
     Path((id, run_id)): Path<(String, String)>,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let call = Call::Run {
-        run_id,
-        fan_out: false,
-    };
-    forward_call(&state, &id, call, request).await
+    let fan_out = false;
+    forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
 }
 
 /// Every per-run call: the path after the gateway id, the query and the
