@@ -20,9 +20,9 @@
 
 pub mod client;
 pub mod config;
-//TMP pub mod demo;
+pub mod demo;
 pub mod error;
-//TMP pub mod fakehost;
+pub mod fakehost;
 pub mod layers;
 pub mod observability;
 pub mod proxy;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentos_gateway::config::Config;
-use agentos_gateway::server;
 use agentos_gateway::state::AppState;
+use agentos_gateway::{demo, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -80,10 +80,7 @@ fn main() -> ExitCode {
             Ok((_, config)) => run(serve(config)),
             Err(code) => code,
         },
-        Command::Demo { listen } => {
-            let _ = listen;
-            ExitCode::FAILURE
-        } //TMP
+        Command::Demo { listen } => run(demo::run(listen, server::shutdown_signal())),
     }
 }
 

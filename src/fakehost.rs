@@ -1,0 +1,782 @@
+//! An in-process, AgentOS-compatible host for the demo (and anything else that
+//! needs a real-looking AgentOS without Python): the discovery routes, runs
+//! as JSON or as an event stream in AgentOS's exact framing, background runs,
+//! run look-ups, in-process cancel, and an optional security key.
+//!
+//! Workflows need no model: [`FakeBehavior::Echo`] echoes its input in one
+//! step; [`FakeBehavior::SlowStream`] streams `events` progress events with a
+//! gap between them and honours cancel between events, as AgentOS's
+//! cooperative cancel does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// One fake AgentOS.
+#[derive(Debug, Clone)]
+pub struct FakeHostSpec {
+    pub os_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// The database its workflows report; `/config` lists it.
+    pub db_id: Option<String>,
+    pub workflows: Vec<FakeWorkflow>,
+    /// When set, every route but `/` and `/health` needs
+    /// `Authorization: Bearer <key>`, as AgentOS's `OS_SECURITY_KEY`.
+    pub security_key: Option<String>,
+}
+
+/// One workflow of a fake host.
+#[derive(Debug, Clone)]
+pub struct FakeWorkflow {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub behavior: FakeBehavior,
+}
+
+/// What a fake workflow does with its input.
+#[derive(Debug, Clone)]
+pub enum FakeBehavior {
+    /// One step whose content is the input, echoed.
+    Echo,
+    /// One step that streams `events` progress events, `gap` apart,
+    /// stopping early when the run is cancelled.
+    SlowStream { events: usize, gap: Duration },
+}
+
+impl FakeHostSpec {
+    /// The demo's first host: workflow `echo`.
+    pub fn demo_echo() -> Self {
+        FakeHostSpec {
+            os_id: "demo-echo-host".into(),
+            name: "Demo echo host".into(),
+            description: Some("An embedded AgentOS-compatible demo host".into()),
+            db_id: Some("demo-echo-db".into()),
+            workflows: vec![FakeWorkflow {
+                id: "echo".into(),
+                name: "Echo".into(),
+                description: Some("Echoes its input back".into()),
+                behavior: FakeBehavior::Echo,
+            }],
+            security_key: None,
+        }
+    }
+
+    /// The demo's second host: workflow `slow-story`, which streams a
+    /// short story a word at a time.
+    pub fn demo_slow() -> Self {
+        FakeHostSpec {
+            os_id: "demo-slow-host".into(),
+            name: "Demo story host".into(),
+            description: Some("An embedded AgentOS-compatible demo host".into()),
+            db_id: Some("demo-slow-db".into()),
+            workflows: vec![FakeWorkflow {
+                id: "slow-story".into(),
+                name: "Slow story".into(),
+                description: Some("Streams a story a word at a time; try cancelling it".into()),
+                behavior: FakeBehavior::SlowStream {
+                    events: 20,
+                    gap: Duration::from_millis(250),
+                },
+            }],
+            security_key: None,
+        }
+    }
+}
+
+/// Words of the slow story, one per progress event.
+const STORY: &[&str] = &[
+    "Once", "upon", "a", "time", "a", "gateway", "relayed", "every", "event", "the", "moment",
+    "it", "arrived,", "byte", "for", "byte,", "and", "nobody", "could", "tell.",
+];
+
+struct HostState {
+    spec: FakeHostSpec,
+    instantiated_at: String,
+    /// Runs by id, for look-ups and background runs.
+    runs: Mutex<HashMap<String, Value>>,
+    /// Cancel intent, kept even for runs that have not started (AgentOS
+    /// stores intent the same way).
+    cancelled: Mutex<HashSet<String>>,
+}
+
+type Shared = Arc<HostState>;
+
+impl HostState {
+    fn workflow(&self, id: &str) -> Option<&FakeWorkflow> {
+        self.spec.workflows.iter().find(|w| w.id == id)
+    }
+    fn is_cancelled(&self, run_id: &str) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(run_id)
+    }
+    fn store(&self, run: Value) {
+        if let Some(run_id) = run["run_id"].as_str() {
+            self.runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(run_id.to_owned(), run);
+        }
+    }
+}
+
+/// All routes of the fake host.
+pub fn router(spec: FakeHostSpec) -> Router {
+    let state = Arc::new(HostState {
+        spec,
+        instantiated_at: chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        runs: Mutex::default(),
+        cancelled: Mutex::default(),
+    });
+    Router::new()
+        .route("/", get(home))
+        .route("/health", get(health))
+        .route("/config", get(config))
+        .route("/workflows", get(list_workflows))
+        .route("/workflows/{id}", get(workflow_detail))
+        .route("/workflows/{id}/runs", post(create_run).get(list_runs))
+        .route("/workflows/{id}/runs/{run_id}", get(get_run))
+        .route("/workflows/{id}/runs/{run_id}/cancel", post(cancel_run))
+        .layer(middleware::from_fn_with_state(state.clone(), security_key))
+        .with_state(state)
+}
+
+/// Serves the fake host on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    spec: FakeHostSpec,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(spec))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "detail": text }))).into_response()
+}
+
+async fn security_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let open = matches!(request.uri().path(), "/" | "/health");
+    if let (Some(key), false) = (&state.spec.security_key, open) {
+        let sent = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match sent.and_then(|v| v.strip_prefix("Bearer ")) {
+            None => return detail(StatusCode::UNAUTHORIZED, "Authorization header required"),
+            Some(token) if token != key => {
+                return detail(StatusCode::UNAUTHORIZED, "Invalid authentication token");
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(request).await
+}
+
+async fn home(State(state): State<Shared>) -> Response {
+    axum::Json(
+        json!({"name": state.spec.name, "health": "/health", "info": "/info", "docs": "/docs"}),
+    )
+    .into_response()
+}
+
+async fn health(State(state): State<Shared>) -> Response {
+    axum::Json(json!({"status": "ok", "instantiated_at": state.instantiated_at})).into_response()
+}
+
+fn summary(state: &HostState, workflow: &FakeWorkflow) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), workflow.id.clone().into());
+    out.insert("name".into(), workflow.name.clone().into());
+    if let Some(description) = &workflow.description {
+        out.insert("description".into(), description.clone().into());
+    }
+    if let Some(db_id) = &state.spec.db_id {
+        out.insert("db_id".into(), db_id.clone().into());
+    }
+    out.insert("is_factory".into(), false.into());
+    out.insert("is_component".into(), false.into());
+    out.insert("sandboxed".into(), false.into());
+    Value::Object(out)
+}
+
+async fn config(State(state): State<Shared>) -> Response {
+    let dbs = |table: Option<&str>| -> Value {
+        match &state.spec.db_id {
+            None => json!({"dbs": []}),
+            Some(db) => {
+                let mut entry = json!({"db_id": db, "domain_config": {"display_name": db}});
+                if let Some(table) = table {
+                    entry["tables"] = json!([table]);
+                }
+                json!({"dbs": [entry]})
+            }
+        }
+    };
+    let workflows: Vec<Value> = state
+        .spec
+        .workflows
+        .iter()
+        .map(|w| summary(&state, w))
+        .collect();
+    axum::Json(json!({
+        "os_id": state.spec.os_id,
+        "description": state.spec.description,
+        "available_models": [],
+        "databases": state.spec.db_id.iter().collect::<Vec<_>>(),
+        "session": dbs(Some("agno_sessions")),
+        "metrics": dbs(Some("agno_metrics")),
+        "memory": dbs(Some("agno_memories")),
+        "learning": dbs(Some("agno_learnings")),
+        "filesystem": {"namespaces": []},
+        "knowledge": {"dbs": [], "knowledge_instances": []},
+        "evals": dbs(Some("agno_eval_runs")),
+        "traces": dbs(None),
+        "queue": {"durable": false, "queue_per_session": false},
+        "agents": [],
+        "teams": [],
+        "workflows": workflows,
+        "interfaces": [],
+        "company": null,
+    }))
+    .into_response()
+}
+
+async fn list_workflows(State(state): State<Shared>) -> Response {
+    let list: Vec<Value> = state
+        .spec
+        .workflows
+        .iter()
+        .map(|w| summary(&state, w))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn workflow_detail(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    let Some(workflow) = state.workflow(&id) else {
+        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    };
+    let mut doc = summary(&state, workflow);
+    doc["steps"] = json!([{"name": step_name(workflow), "type": "Step"}]);
+    doc["workflow_agent"] = false.into();
+    axum::Json(doc).into_response()
+}
+
+fn step_name(workflow: &FakeWorkflow) -> &'static str {
+    match workflow.behavior {
+        FakeBehavior::Echo => "echo",
+        FakeBehavior::SlowStream { .. } => "tell",
+    }
+}
+
+/// The form fields of a run request, urlencoded or multipart, as AgentOS
+/// accepts them (a JSON body is a 422, as in FastAPI).
+async fn form_fields(request: Request) -> Result<HashMap<String, String>, Response> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut fields = HashMap::new();
+        while let Ok(Some(field)) = multipart.next_field().await {
+            let name = field.name().unwrap_or("").to_owned();
+            let is_file = field.file_name().is_some();
+            let bytes = field.bytes().await.map_err(IntoResponse::into_response)?;
+            if !is_file {
+                fields.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        return Ok(fields);
+    }
+    let body = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
+        .await
+        .map_err(|_| detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"))?;
+    if content_type.starts_with("application/x-www-form-urlencoded") || body.is_empty() {
+        return Ok(url::form_urlencoded::parse(&body).into_owned().collect());
+    }
+    Ok(HashMap::new())
+}
+
+fn missing_message() -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({"detail": [{"type": "missing", "loc": ["body", "message"], "msg": "Field required", "input": null}]})),
+    )
+        .into_response()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One run's identity, shared by its events and its output.
+#[derive(Clone)]
+struct RunCtx {
+    workflow: FakeWorkflow,
+    run_id: String,
+    session_id: String,
+    user_id: Option<String>,
+    message: String,
+}
+
+impl RunCtx {
+    /// An event in AgentOS's field order.
+    fn event(&self, name: &str, extra: Value) -> Value {
+        let mut out = Map::new();
+        out.insert("created_at".into(), now().into());
+        out.insert("event".into(), name.into());
+        out.insert("workflow_id".into(), self.workflow.id.clone().into());
+        out.insert("workflow_name".into(), self.workflow.name.clone().into());
+        out.insert("session_id".into(), self.session_id.clone().into());
+        out.insert("run_id".into(), self.run_id.clone().into());
+        out.insert("nested_depth".into(), 0.into());
+        if let Value::Object(extra) = extra {
+            out.extend(extra);
+        }
+        Value::Object(out)
+    }
+
+    fn step(&self, name: &str, extra: Value) -> Value {
+        let mut fields = json!({"step_name": step_name(&self.workflow), "step_index": 0});
+        if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
+            fields.extend(extra);
+        }
+        self.event(name, fields)
+    }
+
+    /// The run's `WorkflowRunOutput.to_dict()`.
+    fn output(&self, content: &str, status: &str) -> Value {
+        let mut out = json!({
+            "input": self.message,
+            "content": content,
+            "content_type": "str",
+            "workflow_id": self.workflow.id,
+            "workflow_name": self.workflow.name,
+            "run_id": self.run_id,
+            "session_id": self.session_id,
+        });
+        if let Some(user_id) = &self.user_id {
+            out["user_id"] = user_id.clone().into();
+        }
+        out["created_at"] = now().into();
+        out["status"] = status.into();
+        out["metadata"] = json!({});
+        out["step_results"] = json!([{"content": content, "step_name": step_name(&self.workflow), "step_type": "Step", "executor_type": "function", "success": true, "stop": false, "is_paused": false}]);
+        out["metrics"] = json!({"steps": {}});
+        out
+    }
+}
+
+/// Runs the workflow, sending each event to `events` (dropped when nobody
+/// listens), and returns the final output.
+async fn execute(state: &HostState, ctx: &RunCtx, events: Option<&mpsc::Sender<Value>>) -> Value {
+    let emit = |event: Value| async move {
+        match events {
+            Some(tx) => tx.send(event).await.is_ok(),
+            None => true,
+        }
+    };
+    emit(ctx.event("WorkflowStarted", json!({}))).await;
+    emit(ctx.step("StepStarted", json!({}))).await;
+    let content = match &ctx.workflow.behavior {
+        FakeBehavior::Echo => ctx.message.clone(),
+        FakeBehavior::SlowStream { events: count, gap } => {
+            let mut told = Vec::new();
+            for i in 0..*count {
+                if state.is_cancelled(&ctx.run_id) {
+                    let reason = format!("Run {} was cancelled", ctx.run_id);
+                    emit(ctx.event(
+                        "WorkflowCancelled",
+                        json!({"reason": reason, "content": reason}),
+                    ))
+                    .await;
+                    let output = ctx.output(&reason, "CANCELLED");
+                    emit(ctx.event(
+                        "WorkflowCompleted",
+                        json!({"content": reason, "content_type": "str"}),
+                    ))
+                    .await;
+                    return output;
+                }
+                let word = STORY[i % STORY.len()];
+                told.push(word);
+                // A client that went away ends the run, as AgentOS does.
+                if !emit(ctx.step(
+                    "StepProgress",
+                    json!({"content": word, "progress": i + 1, "total": count}),
+                ))
+                .await
+                {
+                    return ctx.output("Operation cancelled by user", "CANCELLED");
+                }
+                tokio::time::sleep(*gap).await;
+            }
+            told.join(" ")
+        }
+    };
+    emit(ctx.step(
+        "StepOutput",
+        json!({"step_output": {"content": content, "success": true}}),
+    ))
+    .await;
+    emit(ctx.step(
+        "StepCompleted",
+        json!({"content": content, "content_type": "str"}),
+    ))
+    .await;
+    let output = ctx.output(&content, "COMPLETED");
+    emit(ctx.event(
+        "WorkflowCompleted",
+        json!({"content": content, "content_type": "str", "metadata": {}, "step_results": output["step_results"]}),
+    ))
+    .await;
+    output
+}
+
+fn sse_frame(event: &Value) -> Bytes {
+    let name = event["event"].as_str().unwrap_or("");
+    Bytes::from(format!("event: {name}\ndata: {event}\n\n"))
+}
+
+async fn create_run(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let Some(workflow) = state.workflow(&id).cloned() else {
+        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    };
+    let fields = match form_fields(request).await {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let Some(message) = fields.get("message").cloned() else {
+        return missing_message();
+    };
+    let flag = |name: &str, default: bool| {
+        fields.get(name).map_or(default, |v| {
+            matches!(v.as_str(), "true" | "1" | "yes" | "on")
+        })
+    };
+    let new_id = || uuid::Uuid::new_v4().to_string();
+    let ctx = RunCtx {
+        workflow,
+        run_id: fields.get("run_id").cloned().unwrap_or_else(new_id),
+        session_id: fields
+            .get("session_id")
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(new_id),
+        user_id: fields.get("user_id").cloned(),
+        message,
+    };
+    let (stream, background) = (flag("stream", true), flag("background", false));
+    if background && !stream {
+        let mut pending = ctx.output("", "PENDING");
+        pending["content"] = Value::Null;
+        state.store(pending);
+        let (state, ctx2) = (state.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let output = execute(&state, &ctx2, None).await;
+            state.store(output);
+        });
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(
+                json!({"run_id": ctx.run_id, "session_id": ctx.session_id, "status": "PENDING"}),
+            ),
+        )
+            .into_response();
+    }
+    if !stream {
+        let output = execute(&state, &ctx, None).await;
+        state.store(output.clone());
+        return axum::Json(output).into_response();
+    }
+    let (tx, rx) = mpsc::channel::<Value>(8);
+    tokio::spawn(async move {
+        let output = execute(&state, &ctx, Some(&tx)).await;
+        state.store(output);
+    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(sse_frame(&event)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn cancel_run(
+    State(state): State<Shared>,
+    Path((id, run_id)): Path<(String, String)>,
+) -> Response {
+    if state.workflow(&id).is_none() {
+        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    }
+    state
+        .cancelled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(run_id);
+    axum::Json(json!({})).into_response()
+}
+
+async fn get_run(
+    State(state): State<Shared>,
+    Path((id, run_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if state.workflow(&id).is_none() {
+        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    }
+    if !query.contains_key("session_id") {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"detail": [{"type": "missing", "loc": ["query", "session_id"], "msg": "Field required", "input": null}]})),
+        )
+            .into_response();
+    }
+    let runs = state.runs.lock().unwrap_or_else(PoisonError::into_inner);
+    match runs.get(&run_id) {
+        Some(run) if run["workflow_id"] == id.as_str() => axum::Json(run.clone()).into_response(),
+        _ => detail(StatusCode::NOT_FOUND, "Run not found"),
+    }
+}
+
+async fn list_runs(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if state.workflow(&id).is_none() {
+        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    }
+    let session_id = query.get("session_id");
+    let runs = state.runs.lock().unwrap_or_else(PoisonError::into_inner);
+    let list: Vec<Value> = runs
+        .values()
+        .filter(|r| r["workflow_id"] == id.as_str())
+        .filter(|r| session_id.is_none_or(|s| r["session_id"] == s.as_str()))
+        .cloned()
+        .collect();
+    axum::Json(list).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(spec: FakeHostSpec) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, spec, std::future::pending()));
+        url
+    }
+
+    fn slow(events: usize, gap_ms: u64) -> FakeHostSpec {
+        let mut spec = FakeHostSpec::demo_slow();
+        spec.workflows[0].behavior = FakeBehavior::SlowStream {
+            events,
+            gap: Duration::from_millis(gap_ms),
+        };
+        spec
+    }
+
+    #[tokio::test]
+    async fn stream_framing_and_lifecycle() {
+        let url = start(FakeHostSpec::demo_echo()).await;
+        let r = reqwest::Client::new()
+            .post(format!("{url}/workflows/echo/runs"))
+            .form(&[("message", "hi"), ("session_id", "S"), ("run_id", "R")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/event-stream; charset=utf-8"
+        );
+        let body = r.text().await.unwrap();
+        let names: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "WorkflowStarted",
+                "StepStarted",
+                "StepOutput",
+                "StepCompleted",
+                "WorkflowCompleted"
+            ]
+        );
+        let first: Value =
+            serde_json::from_str(body.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
+        assert_eq!(first["run_id"], "R");
+        assert_eq!(first["session_id"], "S");
+        assert!(body.contains("\"content\":\"hi\""));
+    }
+
+    #[tokio::test]
+    async fn cancel_mid_stream_emits_workflow_cancelled() {
+        let url = start(slow(1000, 5)).await;
+        let http = reqwest::Client::new();
+        let mut r = http
+            .post(format!("{url}/workflows/slow-story/runs"))
+            .form(&[("message", "go"), ("run_id", "R1")])
+            .send()
+            .await
+            .unwrap();
+        r.chunk().await.unwrap();
+        let c = http
+            .post(format!("{url}/workflows/slow-story/runs/R1/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(c.text().await.unwrap(), "{}");
+        let mut rest = String::new();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            rest.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(rest.contains("event: WorkflowCancelled\n"), "{rest}");
+        assert!(rest.trim_end().ends_with('}') && rest.contains("event: WorkflowCompleted\n"));
+    }
+
+    #[tokio::test]
+    async fn urlencoded_multipart_and_json_bodies() {
+        let url = start(FakeHostSpec::demo_echo()).await;
+        let http = reqwest::Client::new();
+        let form = reqwest::multipart::Form::new()
+            .text("message", "from multipart")
+            .text("stream", "false")
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(vec![1, 2, 3]).file_name("a.bin"),
+            );
+        let out: Value = http
+            .post(format!("{url}/workflows/echo/runs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(out["content"], "from multipart");
+        assert_eq!(out["status"], "COMPLETED");
+        let r = http
+            .post(format!("{url}/workflows/echo/runs"))
+            .json(&json!({"message": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+    }
+
+    #[tokio::test]
+    async fn background_run_is_polled_to_completion() {
+        let url = start(slow(3, 5)).await;
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{url}/workflows/slow-story/runs"))
+            .form(&[
+                ("message", "go"),
+                ("stream", "false"),
+                ("background", "true"),
+                ("session_id", "S"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: Value = r.json().await.unwrap();
+        let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let run: Value = http
+                .get(format!(
+                    "{url}/workflows/slow-story/runs/{run_id}?session_id=S"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if run["status"] == "COMPLETED" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never completed: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn security_key_is_enforced() {
+        let mut spec = FakeHostSpec::demo_echo();
+        spec.security_key = Some("k".into());
+        let url = start(spec).await;
+        let http = reqwest::Client::new();
+        assert_eq!(
+            http.get(format!("{url}/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let r = http.get(format!("{url}/workflows")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["detail"],
+            "Authorization header required"
+        );
+        let r = http
+            .get(format!("{url}/workflows"))
+            .bearer_auth("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["detail"],
+            "Invalid authentication token"
+        );
+        let r = http
+            .get(format!("{url}/workflows"))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
