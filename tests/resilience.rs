@@ -363,6 +363,40 @@ async fn client_disconnect_cancels_the_run_on_its_host() {
 }
 
 #[tokio::test]
+async fn a_background_run_survives_its_client_leaving() {
+    let host = MockHost::start("h").await;
+    let gw = Gateway::start(&replicated(&[&host.url], "")).await;
+    let stream = host.stream();
+    stream
+        .send("event: WorkflowStarted\ndata: {\"run_id\":\"R-bg\",\"session_id\":\"S\"}\n\n")
+        .await;
+    let mut r = client()
+        .post(gw.url("/workflows/w/runs"))
+        .form(&[
+            ("message", "go"),
+            ("stream", "true"),
+            ("background", "true"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    next_chunk(&mut r).await.unwrap();
+    drop(r);
+    while stream.offer("event: StepProgress\ndata: {}\n\n").await {}
+    // Any cancel would have been spawned before the upstream was released.
+    let state = gw.state.clone();
+    eventually("no gateway task in flight", || {
+        let state = state.clone();
+        async move { state.background.is_empty() }
+    })
+    .await;
+    assert!(
+        cancels(&host).is_empty(),
+        "a background run must outlive its client"
+    );
+}
+
+#[tokio::test]
 async fn a_full_bulkhead_answers_503_with_retry_after_at_once() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&replicated(&[&host.url], "max_concurrent_requests = 1\n")).await;

@@ -17,6 +17,7 @@
 mod body;
 pub mod run_ids;
 mod sse;
+pub mod transport;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, request::Parts};
 use tokio::sync::mpsc;
+use transport::HostBody;
 
 use crate::client::ClientError;
 use crate::error::GatewayError;
@@ -37,6 +39,9 @@ use crate::upstream::replica::{InFlight, Replica};
 use crate::upstream::{Upstream, is_host_failure};
 
 pub use sse::SseRelay;
+
+/// A host's answer up to its head, and how long the head took.
+type Sent = Result<(http::Response<HostBody>, Duration), ClientError>;
 
 /// Attached to every response that came from a host, for the access log and
 /// the metrics.
@@ -64,9 +69,12 @@ pub enum Call {
     NewRun,
     /// A call about one run. With `fan_out`, an unknown owner means asking
     /// every replica (cancel, run look-up: harmless on a non-owner);
-    /// without, one pick (continue, resume: a paused run lives in the shared
+    /// without, one pick (continue: a paused run lives in the shared
     /// database, and continuing it on two replicas would run it twice).
     Run { run_id: String, fan_out: bool },
+    /// Reconnecting to a background run's stream: routed like a continue,
+    /// and never cancelled by the gateway when the client leaves again.
+    Resume { run_id: String },
     /// Anything else (listing a session's runs): any replica.
     Other,
 }
@@ -88,29 +96,38 @@ pub async fn forward(
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
     let mut headers = outgoing_headers(upstream, &parts.headers);
-    let bearer = bearer_of(&headers);
     let replicas = upstream.group.replicas.all();
     let several = replicas.len() > 1;
+    let caller = Caller {
+        bearer: bearer_of(&headers),
+        form: (matches!(call, Call::NewRun | Call::Run { .. })
+            && parts.method == Method::POST
+            && is_urlencoded(&parts.headers))
+        .then(Arc::default),
+    };
 
-    if let Call::Run { run_id, fan_out } = &call
+    let owned_run = match &call {
+        Call::Run { run_id, fan_out } => Some((run_id, *fan_out)),
+        Call::Resume { run_id } => Some((run_id, false)),
+        Call::NewRun | Call::Other => None,
+    };
+    if let Some((run_id, fan_out)) = owned_run
         && several
     {
         if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
             let in_flight = owner.begin_unbounded();
-            let body = has_body(&parts.method, &parts.headers)
-                .then(|| reqwest::Body::wrap_stream(body.into_data_stream()));
-            let sent = send(
-                upstream,
-                &parts.method,
-                path_and_query,
-                headers,
-                body,
-                &in_flight,
-            )
-            .await;
-            return finish(state, upstream, &call, bearer, sent, in_flight);
+            let body = has_body(&parts.method, &parts.headers).then(|| {
+                body::HeldBody::new(body).for_attempt(
+                    caller.form.as_ref(),
+                    None,
+                    declared_len(&headers),
+                )
+            });
+            let (method, headers) = (&parts.method, headers);
+            let sent = send(upstream, method, path_and_query, headers, body, &in_flight).await;
+            return finish(state, upstream, &call, &caller, sent, in_flight);
         }
-        if *fan_out {
+        if fan_out {
             return fan_out_call(state, upstream, &parts, path_and_query, headers, body).await;
         }
     }
@@ -137,7 +154,13 @@ pub async fn forward(
                 .owners
                 .record(&upstream.config.id, run_id, in_flight.replica());
         }
-        let body = held.as_ref().map(|h| h.for_attempt(assign_run_id.clone()));
+        let body = held.as_ref().map(|h| {
+            h.for_attempt(
+                caller.form.as_ref(),
+                assign_run_id.clone(),
+                declared_len(&headers),
+            )
+        });
         let sent = send(
             upstream,
             &parts.method,
@@ -148,12 +171,12 @@ pub async fn forward(
         )
         .await;
         let Err(error) = &sent else {
-            return finish(state, upstream, &call, bearer, sent, in_flight);
+            return finish(state, upstream, &call, &caller, sent, in_flight);
         };
         let nothing_sent = error.nothing_sent() && held.as_ref().is_none_or(|h| h.untouched());
         let may_retry = nothing_sent || (idempotent && is_host_failure(error) && failed.is_empty());
-        if !several || !may_retry || failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len()) {
-            return finish(state, upstream, &call, bearer, sent, in_flight);
+        if !may_retry || failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len()) {
+            return finish(state, upstream, &call, &caller, sent, in_flight);
         }
         tracing::warn!(
             workflow = %upstream.config.id,
@@ -179,8 +202,18 @@ fn outgoing_headers(upstream: &Upstream, incoming: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The bearer token the host gets, reused for cancels the gateway sends on
-/// the caller's behalf.
+/// What the gateway knows about the caller's request, for the cancels it
+/// may send on the caller's behalf.
+#[derive(Debug, Default)]
+struct Caller {
+    /// The bearer token the host got, reused for those cancels.
+    bearer: Option<Arc<str>>,
+    /// What a urlencoded run request said; `None` for anything the gateway
+    /// cannot read as it streams (multipart), which it then never cancels.
+    form: Option<Arc<body::FormFacts>>,
+}
+
+/// The bearer token the host gets.
 fn bearer_of(headers: &HeaderMap) -> Option<Arc<str>> {
     headers
         .get(header::AUTHORIZATION)?
@@ -190,6 +223,17 @@ fn bearer_of(headers: &HeaderMap) -> Option<Arc<str>> {
         .map(Arc::from)
 }
 
+/// The `Content-Length` the host will get, if any.
+fn declared_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn is_urlencoded(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -197,7 +241,9 @@ fn is_urlencoded(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// One request to one replica, up to its response head.
+/// One request to one replica, up to its response head: through the
+/// proxy's pooled transport for `http://` hosts, through the replica's
+/// reqwest client for `https://` ones.
 async fn send(
     upstream: &Upstream,
     method: &Method,
@@ -205,8 +251,19 @@ async fn send(
     headers: HeaderMap,
     body: Option<reqwest::Body>,
     in_flight: &InFlight,
-) -> Result<(reqwest::Response, Duration), ClientError> {
+) -> Sent {
     let client = &in_flight.replica().client;
+    let timeout = upstream.config.first_byte_timeout;
+    let sent = Instant::now();
+    if let Some(pool) = transport::pool(client.base_url(), upstream.group.config.connect_timeout) {
+        return match tokio::time::timeout(timeout, pool.send(method, path_and_query, headers, body))
+            .await
+        {
+            Ok(Ok(response)) => Ok((response, sent.elapsed())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(client.timeout_error(timeout)),
+        };
+    }
     let mut request = client
         .http()
         .request(method.clone(), client.url(path_and_query))
@@ -214,10 +271,19 @@ async fn send(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let timeout = upstream.config.first_byte_timeout;
-    let sent = Instant::now();
     match tokio::time::timeout(timeout, request.send()).await {
-        Ok(Ok(response)) => Ok((response, sent.elapsed())),
+        Ok(Ok(response)) => {
+            let waited = sent.elapsed();
+            let mut head = http::Response::new(());
+            *head.status_mut() = response.status();
+            *head.headers_mut() = response.headers().clone();
+            let (client, idle) = (client.clone(), upstream.config.timeout);
+            let chunks = futures::StreamExt::map(response.bytes_stream(), move |chunk| {
+                chunk.map_err(|e| client.classify(&e, idle))
+            });
+            let body = HostBody::Reqwest(futures::StreamExt::boxed(chunks));
+            Ok((head.map(|()| body), waited))
+        }
         Ok(Err(e)) => Err(client.classify(&e, timeout)),
         Err(_) => Err(client.timeout_error(timeout)),
     }
@@ -241,13 +307,13 @@ fn finish(
     state: &SharedState,
     upstream: &Arc<Upstream>,
     call: &Call,
-    bearer: Option<Arc<str>>,
-    sent: Result<(reqwest::Response, Duration), ClientError>,
+    caller: &Caller,
+    sent: Sent,
     in_flight: InFlight,
 ) -> Result<Response, GatewayError> {
     match sent {
         Ok((response, waited)) => Ok(respond(
-            state, upstream, call, bearer, response, waited, in_flight,
+            state, upstream, call, caller, response, waited, in_flight,
         )),
         Err(error) => {
             note_failure(state, &in_flight, &error);
@@ -262,12 +328,13 @@ fn respond(
     state: &SharedState,
     upstream: &Arc<Upstream>,
     call: &Call,
-    bearer: Option<Arc<str>>,
-    response: reqwest::Response,
+    caller: &Caller,
+    response: http::Response<HostBody>,
     waited: Duration,
     in_flight: InFlight,
 ) -> Response {
-    let status = response.status();
+    let (head, host_body) = response.into_parts();
+    let status = head.status;
     let replica = in_flight.replica().clone();
     if status.is_server_error() {
         replica.record_failure(&format!("answered {status}"));
@@ -280,7 +347,7 @@ fn respond(
         waited,
         events: Arc::default(),
     };
-    let mut headers = forwardable_headers(response.headers());
+    let mut headers = forwardable_headers(&head.headers);
     let is_event_stream = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -296,14 +363,20 @@ fn respond(
             HeaderValue::from_static("no"),
         );
         let relay = SseRelay::new(
-            response.bytes_stream(),
+            host_body.into_stream(),
             sse::RelayContext {
                 state: state.clone(),
                 upstream: upstream.clone(),
                 in_flight,
                 events: forwarded.events.clone(),
                 learn_owner,
-                bearer,
+                bearer: caller.bearer.clone(),
+                // Only a run the caller started in the foreground is the
+                // gateway's to cancel; never a background run or a resume.
+                cancellable: match call {
+                    Call::NewRun | Call::Run { .. } => caller.form.clone(),
+                    Call::Resume { .. } | Call::Other => None,
+                },
             },
         );
         Body::from_stream(relay.into_stream())
@@ -314,7 +387,7 @@ fn respond(
             scanner: run_ids::JsonIdScanner::new(),
         });
         Body::from_stream(body::plain(
-            response.bytes_stream(),
+            host_body.into_stream(),
             upstream.config.timeout,
             in_flight,
             learning,
@@ -362,12 +435,12 @@ async fn fan_out_call(
     drop(tx);
     tracing::debug!(workflow = %upstream.config.id, replicas = replicas.len(), "run owner unknown; fanning out");
     let call = Call::Other;
-    let bearer = bearer_of(&headers);
+    let caller = Caller::default();
     let mut fallback = None;
     while let Some((sent, in_flight)) = rx.recv().await {
         match &sent {
             Ok((response, _)) if response.status().is_success() => {
-                return finish(state, upstream, &call, bearer, sent, in_flight);
+                return finish(state, upstream, &call, &caller, sent, in_flight);
             }
             // A host's own answer (404 Run not found) beats a transport error.
             Ok(_) => {
@@ -382,7 +455,7 @@ async fn fan_out_call(
         }
     }
     match fallback {
-        Some((sent, in_flight)) => finish(state, upstream, &call, bearer, sent, in_flight),
+        Some((sent, in_flight)) => finish(state, upstream, &call, &caller, sent, in_flight),
         None => {
             Err(GatewayError::from(upstream.group.unavailable(
                 crate::upstream::replica::PickError::NoReplicas,

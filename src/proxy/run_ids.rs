@@ -137,47 +137,72 @@ impl JsonIdScanner {
     }
 }
 
-/// Watches a urlencoded request body for a `run_id` field, so the gateway
-/// knows whether it must assign one.
-#[derive(Debug)]
-pub struct FormFieldScanner {
-    /// Bytes of the current field name matched so far; `None` once the field
-    /// cannot be `run_id` (or we are inside a value).
-    matched: Option<usize>,
-    found: bool,
+/// What the gateway learns from a urlencoded run request as it streams by:
+/// whether the caller named a `run_id`, and whether the run is a background
+/// run (which must outlive its client, so the gateway never cancels it).
+#[derive(Debug, Default)]
+pub struct FormScanner {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    in_value: bool,
+    has_run_id: bool,
+    background: bool,
 }
 
-impl Default for FormFieldScanner {
-    fn default() -> Self {
-        FormFieldScanner {
-            matched: Some(0),
-            found: false,
-        }
-    }
-}
+/// Longest field name and value the scanner keeps; longer ones are not the
+/// fields it looks for.
+const MAX_NAME: usize = 16;
+const MAX_VALUE: usize = 8;
 
-impl FormFieldScanner {
-    const NAME: &'static [u8] = b"run_id";
-
+impl FormScanner {
     pub fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
-            if self.found {
-                return;
-            }
-            match (b, self.matched) {
-                (b'&', _) => self.matched = Some(0),
-                (b'=', Some(n)) if n == Self::NAME.len() => self.found = true,
-                (_, Some(n)) if n < Self::NAME.len() && Self::NAME[n] == b => {
-                    self.matched = Some(n + 1)
+            match b {
+                b'&' => self.end_field(),
+                b'=' if !self.in_value => self.in_value = true,
+                _ if self.in_value => {
+                    if self.value.len() <= MAX_VALUE {
+                        self.value.push(b);
+                    }
                 }
-                _ => self.matched = None,
+                _ => {
+                    if self.name.len() <= MAX_NAME {
+                        self.name.push(b);
+                    }
+                }
             }
         }
+    }
+
+    /// Ends the last field; call once the body is complete.
+    pub fn finish(&mut self) {
+        self.end_field();
+    }
+
+    fn end_field(&mut self) {
+        match self.name.as_slice() {
+            b"run_id" => self.has_run_id = true,
+            b"background" => {
+                self.background = matches!(
+                    self.value.as_slice(),
+                    b"true" | b"True" | b"1" | b"yes" | b"on"
+                )
+            }
+            _ => {}
+        }
+        self.name.clear();
+        self.value.clear();
+        self.in_value = false;
     }
 
     /// Whether the body named a `run_id` field.
-    pub fn found(&self) -> bool {
-        self.found
+    pub fn has_run_id(&self) -> bool {
+        self.has_run_id
+    }
+
+    /// Whether the body asked for a background run.
+    pub fn background(&self) -> bool {
+        self.background
     }
 }
 
@@ -212,20 +237,33 @@ mod tests {
     }
 
     #[test]
-    fn form_scanner_finds_run_id_at_field_boundaries_only() {
-        let found = |body: &str, piece: usize| {
-            let mut s = FormFieldScanner::default();
+    fn form_scanner_finds_run_id_and_background_in_any_chunking() {
+        let scan = |body: &str, piece: usize| {
+            let mut s = FormScanner::default();
             for chunk in body.as_bytes().chunks(piece) {
                 s.feed(chunk);
             }
-            s.found()
+            s.finish();
+            (s.has_run_id(), s.background())
         };
         for piece in [1, 3, 100] {
-            assert!(found("message=hi&run_id=abc", piece));
-            assert!(found("run_id=abc&message=hi", piece));
-            assert!(!found("message=run_id%3Dx&my_run_id=3", piece));
-            assert!(!found("message=hi&run_idx=1", piece));
-            assert!(!found("message=a&b=run_id=", piece));
+            assert_eq!(scan("message=hi&run_id=abc", piece), (true, false));
+            assert_eq!(
+                scan("run_id=abc&background=true&message=hi", piece),
+                (true, true)
+            );
+            assert_eq!(
+                scan("message=run_id%3Dx&my_run_id=3", piece),
+                (false, false)
+            );
+            assert_eq!(
+                scan("message=hi&run_idx=1&background=false", piece),
+                (false, false)
+            );
+            assert_eq!(
+                scan("message=a&b=run_id=&stream=false&background=1", piece),
+                (false, true)
+            );
         }
     }
 }

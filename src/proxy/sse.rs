@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::RelayItem;
+use super::body::FormFacts;
 use crate::client::ClientError;
 use crate::error::GatewayError;
 use crate::state::SharedState;
@@ -46,6 +47,9 @@ pub struct RelayContext {
     pub learn_owner: bool,
     /// The credentials the run was started with, reused for its cancel.
     pub bearer: Option<Arc<str>>,
+    /// Set when the gateway may cancel the run itself: it can tell, once the
+    /// request body went by, whether the caller started it in the foreground.
+    pub cancellable: Option<Arc<FormFacts>>,
 }
 
 /// Why the relay ended a stream itself.
@@ -62,7 +66,7 @@ enum Cut {
 
 /// Relays one upstream event stream.
 pub struct SseRelay {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: BoxStream<'static, Result<Bytes, ClientError>>,
     ctx: RelayContext,
     /// Reset on every upstream chunk.
     idle: Pin<Box<Sleep>>,
@@ -110,7 +114,7 @@ const PING: &[u8] = b": ping\n\n";
 
 impl SseRelay {
     pub fn new(
-        upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+        upstream: impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static,
         ctx: RelayContext,
     ) -> Self {
         ctx.state.metrics.active_streams.inc();
@@ -157,7 +161,7 @@ impl SseRelay {
         enum Woke {
             Shutdown,
             Deadline,
-            Upstream(Option<reqwest::Result<Bytes>>),
+            Upstream(Option<Result<Bytes, ClientError>>),
             Idle,
             Heartbeat,
         }
@@ -182,9 +186,7 @@ impl SseRelay {
                 Ok(Some(chunk))
             }
             Woke::Upstream(None) => Ok(None),
-            Woke::Upstream(Some(Err(e))) => {
-                Err(Cut::HostFailed(client.classify(&e, config.timeout)))
-            }
+            Woke::Upstream(Some(Err(error))) => Err(Cut::HostFailed(error)),
             Woke::Idle => Err(Cut::Idle(client.idle_timeout_error(config.timeout))),
             Woke::Heartbeat => {
                 self.reset_heartbeat();
@@ -312,8 +314,17 @@ impl SseRelay {
     }
 
     /// Sends the run's cancel to the replica that runs it, tracked so the
-    /// process waits for it before exiting.
+    /// process waits for it before exiting. Background runs (and runs the
+    /// gateway cannot tell apart from them) are left alone.
     fn cancel_run_on_host(&self) {
+        if !self
+            .ctx
+            .cancellable
+            .as_ref()
+            .is_some_and(|f| f.foreground())
+        {
+            return;
+        }
         let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.clone()) else {
             return;
         };
@@ -412,6 +423,7 @@ mod tests {
                 events: Arc::default(),
                 learn_owner: false,
                 bearer: None,
+                cancellable: None,
             },
         )
     }

@@ -14,7 +14,7 @@ use crate::state::SharedState;
 
 /// All routes, without the cross-cutting layers (see `crate::layers`).
 pub fn router(state: SharedState) -> Router {
-    use workflows::{create_run, list_runs, run_call_any_owner, run_call_one_owner};
+    use workflows::{continue_run, create_run, list_runs, resume_run, run_call_any_owner};
     Router::new()
         .route("/", get(health::home))
         .route("/health", get(health::health))
@@ -31,14 +31,8 @@ pub fn router(state: SharedState) -> Router {
             "/workflows/{id}/runs/{run_id}/cancel",
             post(run_call_any_owner),
         )
-        .route(
-            "/workflows/{id}/runs/{run_id}/continue",
-            post(run_call_one_owner),
-        )
-        .route(
-            "/workflows/{id}/runs/{run_id}/resume",
-            post(run_call_one_owner),
-        )
+        .route("/workflows/{id}/runs/{run_id}/continue", post(continue_run))
+        .route("/workflows/{id}/runs/{run_id}/resume", post(resume_run))
         .fallback(|| async { GatewayError::RouteNotFound })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .with_state(state)

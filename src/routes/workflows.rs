@@ -144,15 +144,24 @@ pub async fn run_call_any_owner(
     forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
 }
 
-/// `POST .../continue` and `.../resume`: to the run's owner, or to one
-/// replica when the owner is unknown.
-pub async fn run_call_one_owner(
+/// `POST .../continue`: to the run's owner, or to one replica when the
+/// owner is unknown.
+pub async fn continue_run(
     State(state): State<SharedState>,
     Path((id, run_id)): Path<(String, String)>,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
     let fan_out = false;
     forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
+}
+
+/// `POST .../resume`: like continue, and never cancelled by the gateway.
+pub async fn resume_run(
+    State(state): State<SharedState>,
+    Path((id, run_id)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    forward_call(&state, &id, Call::Resume { run_id }, request).await
 }
 
 /// Every per-run call: the path after the gateway id, the query and the
