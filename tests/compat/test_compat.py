@@ -6,7 +6,9 @@ c (stopped by the last test). See README.md beside this file for the list of
 AgentOS behaviours pinned here.
 """
 
+import asyncio
 import json
+import os
 import re
 
 import httpx
@@ -14,7 +16,7 @@ import pytest
 from agno.client import AgentOSClient
 from agno.workflow import RemoteWorkflow
 
-from conftest import HOST_B_KEY
+from conftest import HOST_B_KEY, REPO
 
 IDS = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NUMBERS = re.compile(rb'"(created_at|duration|time_to_first_token|updated_at)":[0-9.e-]+')
@@ -239,6 +241,47 @@ async def test_agno_gateway_in_front_of_ours(env, chained):
     events = [e.event async for e in slow.arun("chained", stream=True, stream_events=True)]
     assert events[0] == "WorkflowStarted" and events[-1] == "WorkflowCompleted"
     assert events.count("StepProgress") == 40
+
+
+async def python_probe(base_url: str) -> dict:
+    """What agno's Python RemoteWorkflow sees for the calls compat_probe makes."""
+    echo = RemoteWorkflow(base_url=base_url, workflow_id="echo-wf")
+    run = await echo.arun("probe")
+    events = [e.event async for e in echo.arun("probe", stream=True, stream_events=True)]
+    slow = RemoteWorkflow(base_url=base_url, workflow_id="slow-wf")
+    cancel_events, cancelled = [], None
+    async for event in slow.arun("probe", stream=True, stream_events=True):
+        cancel_events.append(event.event)
+        if cancel_events.count("StepProgress") == 3 and cancelled is None:
+            cancelled = await slow.acancel_run(event.run_id)
+    return {
+        "name": echo.name,
+        "description": echo.description,
+        "db_id": echo.db.id if echo.db else None,
+        "run": {"content": run.content, "status": run.status},
+        "events": events,
+        "cancelled": cancelled,
+        "cancel_events": cancel_events,
+    }
+
+
+@pytest.mark.parametrize("target", ["host", "gateway"])
+async def test_rust_client_matches_agnos_python_client(env, target):
+    base_url = env.host_a if target == "host" else env.gateway
+    probe = os.environ.get("AGENTOS_GATEWAY_PROBE", str(REPO / "target" / "release" / "examples" / "compat_probe"))
+    proc = await asyncio.create_subprocess_exec(
+        probe, base_url, "echo-wf", "slow-wf", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0
+    rust = json.loads(out)
+    python = await python_probe(base_url)
+    # Cancellation is cooperative, so where each run stops may differ by an event.
+    for probe_result in (rust, python):
+        assert probe_result["cancelled"] is True
+        assert "WorkflowCancelled" in probe_result.pop("cancel_events")
+    assert rust == python
+    assert rust["run"] == {"content": "echo: probe", "status": "COMPLETED"}
 
 
 async def test_zz_a_stopped_host_fails_fast_and_spares_the_others(env):
