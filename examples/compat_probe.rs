@@ -35,7 +35,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(event) = events.next().await {
         let event = event?;
         cancel_events.push(event.name().to_owned());
-        let progress = cancel_events.iter().filter(|e| *e == "StepProgress").count();
+        let progress = cancel_events
+            .iter()
+            .filter(|e| *e == "StepProgress")
+            .count();
         if progress == 3 && cancelled.is_null() {
             let run_id = event.run_id().unwrap_or_default().to_owned();
             cancelled = slow.cancel_run(run_id).await.is_ok().into();
