@@ -798,6 +798,13 @@ fn validate(
             Some(v) => {
                 let token = expand_env(v.get_ref(), env)
                     .map_err(|m| locate.error(v.span(), "workflows.auth_token", m))?;
+                if !v.get_ref().contains("${") {
+                    let at = locate.error(v.span(), "workflows.auth_token", "");
+                    tracing::warn!(
+                        "{} literal token in the config file; prefer \"${{ENV_VAR}}\" from a Secret",
+                        at.to_string().trim_end_matches(' ')
+                    );
+                }
                 if token.is_empty() || http::HeaderValue::from_str(&token).is_err() {
                     return Err(locate.error(
                         v.span(),
