@@ -1,26 +1,18 @@
 //! Cross-cutting concerns as tower layers, applied once around every route:
-//! request ids, tracing spans, the access log and request metrics, the
-//! request body limit, CORS and trailing-slash normalisation. Handlers never
-//! repeat any of this.
+//! trailing-slash normalisation, CORS, and the access layer
+//! (`observability::access`: request ids, the tracing span, the access log
+//! and request metrics, the request body limit). Handlers never repeat any of
+//! this.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
 use tower::Layer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::config::ServerConfig;
-use crate::error::GatewayError;
 use crate::observability;
 use crate::state::SharedState;
 
@@ -32,38 +24,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn apply(routes: Router, state: &SharedState) -> NormalizePath<Router> {
     let server = &state.server;
     let routes = routes
-        .layer(middleware::from_fn_with_state(
-            server.max_body_bytes,
-            limit_body,
-        ))
-        .layer(middleware::from_fn_with_state(
+        .layer(observability::access::AccessLayer::new(
             state.clone(),
-            observability::access::track,
+            server.max_body_bytes,
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                    )
-                })
-                // The access layer writes the per-request line.
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(cors(server));
     NormalizePathLayer::trim_trailing_slash().layer(routes)
 }
@@ -88,21 +52,4 @@ fn cors(server: &ServerConfig) -> CorsLayer {
             ))
             .allow_credentials(true),
     }
-}
-
-/// Refuses a declared length over the limit at once, and caps a streamed
-/// body at the limit while it is forwarded.
-async fn limit_body(State(limit): State<u64>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return GatewayError::PayloadTooLarge.into_response();
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let (parts, body) = request.into_parts();
-    let body = Body::new(http_body_util::Limited::new(body, limit));
-    next.run(Request::from_parts(parts, body)).await
 }

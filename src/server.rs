@@ -11,17 +11,38 @@
 //!    `drain_timeout` (a cut stream cancels the user's run);
 //! 3. streams still open then end with an AgentOS error event and their runs
 //!    are cancelled on the host; the process exits 0.
+//!
+//! Threads: on a multi-threaded runtime (the binary), connections are served
+//! thread-per-core: the listener's task accepts and hands each connection,
+//! round-robin, to one of N worker threads (N = cores, or
+//! `TOKIO_WORKER_THREADS`), each running a single-threaded runtime that
+//! serves the connection and opens its upstream connections to completion.
+//! A request then never crosses threads: no work-stealing wake-ups, no
+//! contended pool (see BENCHMARKS.md for what that bought). On a
+//! single-threaded runtime (tests) connections are served right there.
 
 use std::future::Future;
+use std::io;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::Request;
-use tokio::net::TcpListener;
+use axum::body::Body;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::state::SharedState;
 use crate::{layers, routes, upstream};
+
+/// What every connection is served by.
+type App = tower_http::normalize_path::NormalizePath<axum::Router>;
 
 /// How long streams cut at the drain deadline get to flush their error event,
 /// and cancels of their runs get to reach the hosts.
@@ -38,9 +59,13 @@ pub async fn serve(
     upstream::health::spawn(&state.upstreams, &stop_upkeep);
     let _stop_upkeep_on_return = stop_upkeep.drop_guard();
     let stop_accepting = CancellationToken::new();
-    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
-        .into_future();
+    let workers = match tokio::runtime::Handle::current().runtime_flavor() {
+        RuntimeFlavor::CurrentThread => Vec::new(),
+        _ => (0..worker_count())
+            .map(|i| Worker::spawn(i, app.clone(), stop_accepting.clone(), state.clone()))
+            .collect::<io::Result<Vec<_>>>()?,
+    };
+    let server = accept_and_serve(listener, app, workers, stop_accepting.clone());
     tokio::pin!(server);
 
     tokio::select! {
@@ -90,6 +115,150 @@ pub async fn serve(
     }
     tracing::info!("drained; exiting");
     result
+}
+
+/// Serving threads: `TOKIO_WORKER_THREADS` when set (as tokio reads it for
+/// its own runtime), else one per core.
+fn worker_count() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+}
+
+/// Accepts until `stop` and serves every connection (on `workers`, or on
+/// this runtime when there are none); resolves once every connection has
+/// finished, as `axum::serve`'s graceful shutdown does.
+async fn accept_and_serve(
+    listener: TcpListener,
+    app: App,
+    workers: Vec<Worker>,
+    stop: CancellationToken,
+) -> io::Result<()> {
+    let local = TaskTracker::new();
+    let builder = connection_builder();
+    let mut next = 0usize;
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, a connection reset while queued:
+                    // keep serving the others.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        if workers.is_empty() {
+            serve_connection(&builder, stream, &app, &local, &stop);
+            continue;
+        }
+        let worker = &workers[next % workers.len()];
+        next = next.wrapping_add(1);
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = worker.connections.send(stream);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+        }
+    }
+    drop(listener);
+    local.close();
+    local.wait().await;
+    for worker in workers {
+        drop(worker.connections);
+        let _ = worker.done.await;
+    }
+    Ok(())
+}
+
+/// One serving thread with its own single-threaded runtime.
+struct Worker {
+    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    /// Resolves once the worker stopped accepting and its connections ended.
+    done: oneshot::Receiver<()>,
+}
+
+impl Worker {
+    fn spawn(
+        index: usize,
+        app: App,
+        stop: CancellationToken,
+        state: SharedState,
+    ) -> io::Result<Worker> {
+        let (connections, mut incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let open = TaskTracker::new();
+                    let builder = connection_builder();
+                    while let Some(stream) = incoming.recv().await {
+                        let stream = stream
+                            .set_nonblocking(true)
+                            .and_then(|()| TcpStream::from_std(stream));
+                        match stream {
+                            Ok(stream) => serve_connection(&builder, stream, &app, &open, &stop),
+                            Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                        }
+                    }
+                    open.close();
+                    open.wait().await;
+                    let _ = done_tx.send(());
+                    // Cancels this thread's requests started on their hosts
+                    // run here: keep the runtime until they are done.
+                    state.background.wait().await;
+                });
+            })?;
+        Ok(Worker { connections, done })
+    }
+}
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    auto::Builder::new(TokioExecutor::new())
+}
+
+/// Serves one connection on the current runtime; on `stop` it finishes the
+/// request in flight (streams included) and closes.
+fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    app: &App,
+    open: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = app
+        .clone()
+        .map_request(|request: Request<Incoming>| request.map(Body::new));
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+        .into_owned();
+    let stop = stop.clone();
+    open.spawn(async move {
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+        }
+        if let Err(e) = connection.await {
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

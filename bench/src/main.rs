@@ -75,6 +75,9 @@ struct Opts {
     /// python3; the first that imports agno).
     #[arg(long)]
     python: Option<String>,
+    /// Workloads to run: runs, sse, idle (for quick looks while optimising).
+    #[arg(long, value_delimiter = ',', default_values_t = ["runs".to_owned(), "sse".to_owned(), "idle".to_owned()])]
+    workloads: Vec<String>,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -275,7 +278,8 @@ fn run(opts: Opts) -> Result<bool, String> {
         {
             let mut running = start_all(&env, &order, &mut measured);
             let streams = idle_stream_count(&env);
-            for r in running.iter_mut() {
+            let idle_wanted = env.opts.workloads.iter().any(|w| w == "idle");
+            for r in running.iter_mut().filter(|_| idle_wanted) {
                 let m = measured.entry(r.kind).or_default();
                 if streams < env.opts.idle_streams {
                     m.notes.push(format!(
@@ -303,7 +307,8 @@ fn run(opts: Opts) -> Result<bool, String> {
         {
             let mut scratch = BTreeMap::new();
             let running = start_all(&env, &order, &mut scratch);
-            for &connections in &env.opts.connections {
+            let runs_wanted = env.opts.workloads.iter().any(|w| w == "runs");
+            for &connections in env.opts.connections.iter().filter(|_| runs_wanted) {
                 for r in &running {
                     eprintln!(
                         "bench:   runs × {connections} connections: {}",
@@ -325,7 +330,8 @@ fn run(opts: Opts) -> Result<bool, String> {
                     }
                 }
             }
-            for r in &running {
+            let sse_wanted = env.opts.workloads.iter().any(|w| w == "sse");
+            for r in running.iter().filter(|_| sse_wanted) {
                 eprintln!(
                     "bench:   sse {} × {} events: {}",
                     env.opts.sse_streams,

@@ -1,19 +1,26 @@
 //! The access layer: one log line and the request metrics per request,
 //! written when the response body ends (so streams are measured whole), as a
-//! tower middleware around every route.
+//! tower layer around every route, together with the per-request plumbing
+//! that used to be separate layers (request id, sensitive headers, the
+//! request span, the body limit).
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tower_http::request_id::RequestId;
+use tracing::Instrument;
 
 use super::metrics::{RequestLabels, RouteLabels};
+use crate::error::GatewayError;
 use crate::layers::REQUEST_ID;
 use crate::proxy::Forwarded;
 use crate::state::SharedState;
@@ -99,48 +106,194 @@ impl AccessRecord {
     }
 }
 
-/// The middleware: notes the start, lets the request through, then wraps the
-/// response body so the record is written when it ends.
-pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let workflow = workflow_label(&state, request.uri().path());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request_id = request
+/// The one layer around every route (inside CORS): request id, credential
+/// headers marked sensitive, the request span, the body limit, and the
+/// access record written when the response body ends.
+///
+/// One hand-written service instead of a stack of middlewares: each
+/// `from_fn` layer boxed a future and cloned the router per request, the
+/// generic trace layer wrapped the body a second time, and the UUID request
+/// id cost a `getrandom` syscall per request (see BENCHMARKS.md).
+#[derive(Clone)]
+pub struct AccessLayer {
+    state: SharedState,
+    max_body_bytes: u64,
+}
+
+impl AccessLayer {
+    pub fn new(state: SharedState, max_body_bytes: u64) -> Self {
+        AccessLayer {
+            state,
+            max_body_bytes,
+        }
+    }
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Access<S>;
+
+    fn layer(&self, inner: S) -> Access<S> {
+        Access {
+            inner,
+            state: self.state.clone(),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// The service [`AccessLayer`] builds.
+#[derive(Clone)]
+pub struct Access<S> {
+    inner: S,
+    state: SharedState,
+    max_body_bytes: u64,
+}
+
+impl<S> Service<Request> for Access<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The service that was polled ready handles this request.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let state = self.state.clone();
+        let start = Instant::now();
+
+        let request_id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_request_id();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        request
+            .extensions_mut()
+            .insert(RequestId::new(request_id.clone()));
+        for name in [header::AUTHORIZATION, header::COOKIE] {
+            if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
+        }
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = request_id.to_str().unwrap_or(""),
+        );
+        tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
+
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned();
+        let workflow = workflow_label(&state, request.uri().path());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let id_header = request_id.clone();
+        let request_id = request_id.to_str().unwrap_or("").to_owned();
+        let limited = limit_body(request, self.max_body_bytes);
+
+        let handled = async move {
+            let mut response = match limited {
+                Ok(request) => match inner.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                Err(too_large) => too_large.into_response(),
+            };
+            if !response.headers().contains_key(&REQUEST_ID) {
+                response.headers_mut().insert(REQUEST_ID, id_header);
+            }
+            let forwarded = response.extensions().get::<Forwarded>().cloned();
+            let labels = RouteLabels { workflow, route };
+            let waited = forwarded.as_ref().map_or(Duration::ZERO, |f| f.waited);
+            state.metrics.observe_head(&labels, start.elapsed(), waited);
+            let status = response.status();
+            tracing::debug!(
+                target: ON_RESPONSE,
+                latency = ?start.elapsed(),
+                status = status.as_u16(),
+                "finished processing request"
+            );
+            if status.is_server_error() {
+                tracing::error!(
+                    target: ON_FAILURE,
+                    classification = %format_args!("Status code: {status}"),
+                    latency = ?start.elapsed(),
+                    "response failed"
+                );
+            }
+            let record = AccessRecord {
+                state,
+                start,
+                labels,
+                method,
+                path,
+                status: status.as_u16(),
+                request_id,
+                forwarded,
+            };
+            let span = tracing::Span::current();
+            Ok(response.map(|body| {
+                Body::new(TrackedBody {
+                    inner: body,
+                    record: Some(record),
+                    bytes: 0,
+                    span,
+                })
+            }))
+        };
+        Box::pin(handled.instrument(span))
+    }
+}
+
+/// Targets of the request-lifecycle events, as tower-http's trace layer
+/// named them (log filters written for it keep working).
+const ON_REQUEST: &str = "tower_http::trace::on_request";
+const ON_RESPONSE: &str = "tower_http::trace::on_response";
+const ON_FAILURE: &str = "tower_http::trace::on_failure";
+
+/// A fresh `X-Request-Id`: a random (v4) UUID. The ids must be unique, not
+/// secret, so a fast thread-local generator replaces the OS's (one
+/// `getrandom` syscall per request).
+fn new_request_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Refuses a declared length over the limit at once; caps a body without a
+/// declared length at the limit while it is forwarded. (A declared length
+/// within the limit needs no cap: the server reads exactly that many bytes.)
+fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
+    let declared = request
         .headers()
-        .get(&REQUEST_ID)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-
-    let response = next.run(request).await;
-
-    let forwarded = response.extensions().get::<Forwarded>().cloned();
-    let labels = RouteLabels { workflow, route };
-    let waited = forwarded.as_ref().map_or(Duration::ZERO, |f| f.waited);
-    state.metrics.observe_head(&labels, start.elapsed(), waited);
-    let record = AccessRecord {
-        state,
-        start,
-        labels,
-        method,
-        path,
-        status: response.status().as_u16(),
-        request_id,
-        forwarded,
-    };
-    response.map(|body| {
-        Body::new(TrackedBody {
-            inner: body,
-            record: Some(record),
-            bytes: 0,
-        })
-    })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
+        Some(_) => Ok(request),
+        None => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            Ok(request.map(|body| Body::new(http_body_util::Limited::new(body, limit))))
+        }
+    }
 }
 
 /// The configured workflow a path names, or "" (unknown ids are not used as
@@ -161,6 +314,9 @@ pin_project! {
         inner: Body,
         record: Option<AccessRecord>,
         bytes: u64,
+        // Entered while the body is polled, so a stream's own events carry
+        // the request's fields.
+        span: tracing::Span,
     }
 
     impl PinnedDrop for TrackedBody {
@@ -189,6 +345,7 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
+        let _entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
@@ -196,7 +353,8 @@ impl http_body::Body for TrackedBody {
                     *this.bytes += data.len() as u64;
                 }
             }
-            Some(Err(_)) => {
+            Some(Err(error)) => {
+                tracing::error!(target: ON_FAILURE, classification = %error, "response failed");
                 if let Some(record) = this.record.take() {
                     record.finish(*this.bytes, Outcome::Error);
                 }

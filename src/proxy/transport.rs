@@ -16,9 +16,9 @@
 //! turned out closed, is retried on another connection; a request that may
 //! have been sent never is.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,29 +41,30 @@ const MAX_IDLE: usize = 1024;
 /// more steps.
 const READ_BUF: usize = 4096;
 
-/// Every host's pool in this process, by base URL and connect timeout.
-/// Process-wide, like any HTTP client's pool: connections to one host are
-/// interchangeable, whichever gateway (in tests, several run in one process)
-/// uses them.
-type Pools = RwLock<HashMap<(String, Duration), Arc<Pool>>>;
+thread_local! {
+    /// This thread's pools, by base URL and connect timeout. Per thread
+    /// because the gateway serves thread-per-core (see `crate::server`): a
+    /// connection is opened, used and pooled by the one thread whose
+    /// runtime drives it. Connections to one host are interchangeable,
+    /// whichever gateway in the process (tests run several) uses them.
+    static POOLS: RefCell<Vec<Arc<Pool>>> = const { RefCell::new(Vec::new()) };
+}
 
-static POOLS: OnceLock<Pools> = OnceLock::new();
-
-/// The pool for the host at `base_url`, or `None` when this transport does
-/// not serve it (`https://`, or a URL it cannot split).
+/// This thread's pool for the host at `base_url`, or `None` when this
+/// transport does not serve it (`https://`, or a URL it cannot split).
 pub fn pool(base_url: &str, connect_timeout: Duration) -> Option<Arc<Pool>> {
-    let pools = POOLS.get_or_init(Pools::default);
-    let key = (base_url.to_owned(), connect_timeout);
-    if let Some(pool) = pools
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-    {
-        return Some(pool.clone());
-    }
-    let pool = Arc::new(Pool::new(base_url, connect_timeout)?);
-    let mut pools = pools.write().unwrap_or_else(PoisonError::into_inner);
-    Some(pools.entry(key).or_insert(pool).clone())
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let found = pools.iter().find(|p| {
+            p.connect_timeout == connect_timeout && p.base_url == base_url.trim_end_matches('/')
+        });
+        if let Some(pool) = found {
+            return Some(pool.clone());
+        }
+        let pool = Arc::new(Pool::new(base_url, connect_timeout)?);
+        pools.push(pool.clone());
+        Some(pool)
+    })
 }
 
 /// Keep-alive connections to one host.
