@@ -2,8 +2,9 @@
 # Runs every test: formatting and lints, the Rust unit and integration tests,
 # the offline checks of the Dockerfile and Kubernetes manifests, then the
 # compatibility suite (real agno AgentOS hosts and agno's own clients
-# against the release binary). Creates .venv with the pinned Python
-# requirements on first use.
+# against the release binary), and a seconds-long smoke of the benchmark
+# (it checks that every workload runs without errors, never a timing).
+# Creates .venv with the pinned Python requirements on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ requirements=(-r deploy/requirements.txt)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
 echo "== release build, Dockerfile and Kubernetes manifests"
@@ -30,3 +31,6 @@ if [ -d tests/compat ]; then
   cargo build --release --locked --example compat_probe
   AGENTOS_GATEWAY_BIN="$PWD/target/release/agentos-gateway" "$venv/bin/python" -m pytest tests/compat -q -rfEs
 fi
+echo "== benchmark smoke (full run: see BENCHMARKS.md)"
+cargo build --release --locked -p agentos-gateway-bench
+target/release/bench --smoke --python "$venv/bin/python" --out target/bench-smoke

@@ -4,12 +4,19 @@
 //! and request metrics, the request body limit). Handlers never repeat any of
 //! this.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use futures::FutureExt;
+use futures::future::{Either, Map};
 use http::header::{self, HeaderName, HeaderValue};
-use tower::Layer;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower::{Layer, Service};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::ServerConfig;
@@ -20,16 +27,64 @@ use crate::state::SharedState;
 /// the host and returned to the caller.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `routes` in every layer. The result is what the listener serves.
-pub fn apply(routes: Router, state: &SharedState) -> NormalizePath<Router> {
+/// What the listener serves: the routes inside every layer.
+pub type App = NormalizePath<OriginGatedCors>;
+
+/// Wraps `routes` in every layer.
+pub fn apply(routes: Router, state: &SharedState) -> App {
     let server = &state.server;
-    let routes = routes
-        .layer(observability::access::AccessLayer::new(
-            state.clone(),
-            server.max_body_bytes,
-        ))
-        .layer(cors(server));
-    NormalizePathLayer::trim_trailing_slash().layer(routes)
+    let routes = routes.layer(observability::access::AccessLayer::new(
+        state.clone(),
+        server.max_body_bytes,
+    ));
+    let gated = OriginGatedCors {
+        cors: cors(server).layer(routes.clone()),
+        plain: routes,
+    };
+    NormalizePathLayer::trim_trailing_slash().layer(gated)
+}
+
+/// CORS as AgentOS's middleware (Starlette's) applies it: a request with an
+/// `Origin` goes through the CORS layer; one without (every server-to-server
+/// call: agno's clients, probes) only gets `Vary: Origin`, as AgentOS sends.
+/// Skipping the layer for those also skips its per-response header building.
+#[derive(Clone)]
+pub struct OriginGatedCors {
+    cors: Cors<Router>,
+    plain: Router,
+}
+
+type PlainFuture =
+    Map<RouteFuture<Infallible>, fn(Result<Response, Infallible>) -> Result<Response, Infallible>>;
+
+impl Service<Request> for OriginGatedCors {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<<Cors<Router> as Service<Request>>::Future, PlainFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready; both are asked so neither is called unready.
+        match Service::<Request>::poll_ready(&mut self.cors, cx) {
+            Poll::Ready(Ok(())) => Service::<Request>::poll_ready(&mut self.plain, cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.headers().contains_key(header::ORIGIN) {
+            return Either::Left(self.cors.call(request));
+        }
+        let add_vary: fn(Result<Response, Infallible>) -> Result<Response, Infallible> =
+            |response| {
+                response.map(|mut response| {
+                    response
+                        .headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("Origin"));
+                    response
+                })
+            };
+        Either::Right(self.plain.call(request).map(add_vary))
+    }
 }
 
 /// AgentOS's CORS policy: the configured origins with credentials, every

@@ -38,11 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use crate::layers::App;
 use crate::state::SharedState;
 use crate::{layers, routes, upstream};
-
-/// What every connection is served by.
-type App = tower_http::normalize_path::NormalizePath<axum::Router>;
 
 /// How long streams cut at the drain deadline get to flush their error event,
 /// and cancels of their runs get to reach the hosts.

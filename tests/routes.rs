@@ -510,3 +510,27 @@ async fn cors_preflight_from_the_agentos_ui_is_allowed() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn cors_headers_only_for_requests_with_an_origin_as_agentos_sends_them() {
+    let host = MockHost::start("h").await;
+    let gw = Gateway::start(&workflow("w", &host.url, "w")).await;
+    // Server-to-server (agno's clients): no CORS headers, only `Vary: Origin`,
+    // as Starlette's CORS middleware answers.
+    let r = client().get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(r.headers()["vary"], "Origin");
+    // From a browser on an allowed origin: the CORS answer.
+    let r = client()
+        .get(gw.url("/health"))
+        .header("origin", "https://os.agno.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://os.agno.com"
+    );
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+}

@@ -16,7 +16,6 @@ use http::header::{self, HeaderValue};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
 use super::metrics::{RequestLabels, RouteLabels};
@@ -177,9 +176,6 @@ where
                 id
             }
         };
-        request
-            .extensions_mut()
-            .insert(RequestId::new(request_id.clone()));
         for name in [header::AUTHORIZATION, header::COOKIE] {
             if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
                 for value in entry.iter_mut() {

@@ -94,16 +94,19 @@ pub async fn forward(
     path_and_query: &str,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let (parts, body) = request.into_parts();
-    let mut headers = outgoing_headers(upstream, &parts.headers);
+    let (mut parts, body) = request.into_parts();
+    // The facts below are read from the caller's headers before they move.
+    let declared_body = has_body(&parts.method, &parts.headers);
+    let urlencoded = is_urlencoded(&parts.headers);
+    let mut headers = outgoing_headers(upstream, std::mem::take(&mut parts.headers));
     let replicas = upstream.group.replicas.all();
     let several = replicas.len() > 1;
     let caller = Caller {
         bearer: bearer_of(&headers),
         form: (matches!(call, Call::NewRun | Call::Run { .. })
             && parts.method == Method::POST
-            && is_urlencoded(&parts.headers))
-        .then(Arc::default),
+            && urlencoded)
+            .then(Arc::default),
     };
 
     let owned_run = match &call {
@@ -116,7 +119,7 @@ pub async fn forward(
     {
         if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
             let in_flight = owner.begin_unbounded();
-            let body = has_body(&parts.method, &parts.headers).then(|| {
+            let body = declared_body.then(|| {
                 body::HeldBody::new(body).for_attempt(
                     caller.form.as_ref(),
                     None,
@@ -132,10 +135,9 @@ pub async fn forward(
         }
     }
 
-    let held = has_body(&parts.method, &parts.headers).then(|| body::HeldBody::new(body));
-    let assign_run_id: Option<Arc<str>> =
-        (matches!(call, Call::NewRun) && several && is_urlencoded(&parts.headers))
-            .then(|| uuid::Uuid::new_v4().to_string().into());
+    let held = declared_body.then(|| body::HeldBody::new(body));
+    let assign_run_id: Option<Arc<str>> = (matches!(call, Call::NewRun) && several && urlencoded)
+        .then(|| uuid::Uuid::new_v4().to_string().into());
     if assign_run_id.is_some() {
         // The body grows by the appended field.
         headers.remove(header::CONTENT_LENGTH);
@@ -161,11 +163,17 @@ pub async fn forward(
                 declared_len(&headers),
             )
         });
+        let last_attempt = failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len());
+        let attempt_headers = if last_attempt {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         let sent = send(
             upstream,
             &parts.method,
             path_and_query,
-            headers.clone(),
+            attempt_headers,
             body,
             &in_flight,
         )
@@ -175,7 +183,7 @@ pub async fn forward(
         };
         let nothing_sent = error.nothing_sent() && held.as_ref().is_none_or(|h| h.untouched());
         let may_retry = nothing_sent || (idempotent && is_host_failure(error) && failed.is_empty());
-        if !may_retry || failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len()) {
+        if !may_retry || last_attempt {
             return finish(state, upstream, &call, &caller, sent, in_flight);
         }
         tracing::warn!(
@@ -191,8 +199,8 @@ pub async fn forward(
 
 /// The caller's headers for the host: hop-by-hop headers dropped, the
 /// workflow's `auth_token` added when the caller sent no Authorization.
-fn outgoing_headers(upstream: &Upstream, incoming: &HeaderMap) -> HeaderMap {
-    let mut headers = forwardable_headers(incoming);
+fn outgoing_headers(upstream: &Upstream, mut headers: HeaderMap) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
     if !headers.contains_key(header::AUTHORIZATION)
         && let Some(token) = &upstream.config.auth_token
         && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
@@ -333,7 +341,7 @@ fn respond(
     waited: Duration,
     in_flight: InFlight,
 ) -> Response {
-    let (head, host_body) = response.into_parts();
+    let (mut head, host_body) = response.into_parts();
     let status = head.status;
     let replica = in_flight.replica().clone();
     if status.is_server_error() {
@@ -347,7 +355,8 @@ fn respond(
         waited,
         events: Arc::default(),
     };
-    let mut headers = forwardable_headers(&head.headers);
+    let mut headers = std::mem::take(&mut head.headers);
+    strip_hop_by_hop(&mut headers);
     let is_event_stream = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -482,25 +491,23 @@ fn has_body(method: &Method, headers: &HeaderMap) -> bool {
 /// forwarded, plus `host` (set for the new hop). `content-length` stays: the
 /// body is streamed unchanged, so the length still holds and the host is not
 /// forced onto chunked framing.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-    )
-}
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
 
-/// Copies `headers` without hop-by-hop headers, including any that the
-/// `Connection` header names.
-pub fn forwardable_headers(headers: &HeaderMap) -> HeaderMap {
+/// Removes hop-by-hop headers from `headers` in place, including any that
+/// the `Connection` header names. In place because copying the map cost
+/// several allocations per request on the hot path.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named_by_connection: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -508,14 +515,14 @@ pub fn forwardable_headers(headers: &HeaderMap) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if is_hop_by_hop(name) || named_by_connection.contains(name) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+    for name in named_by_connection {
+        headers.remove(name);
     }
-    out
+    for name in HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
 }
 
 /// The type of a relayed body item: an SSE relay never fails (it ends with
@@ -542,8 +549,8 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("gw"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         h.insert("x-request-id", HeaderValue::from_static("r1"));
-        let out = forwardable_headers(&h);
-        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["authorization", "x-request-id"]);
     }
 

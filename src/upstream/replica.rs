@@ -267,6 +267,12 @@ impl ReplicaSet {
     /// that may have recovered beats refusing outright.
     pub fn pick(&self, exclude: &[Arc<Replica>]) -> Result<InFlight, PickError> {
         let all = self.all();
+        // One replica (most workflows): no choice to make, nothing to collect.
+        if let [only] = all.as_slice()
+            && exclude.is_empty()
+        {
+            return only.try_begin().ok_or(PickError::Saturated);
+        }
         let candidates: Vec<&Arc<Replica>> = all
             .iter()
             .filter(|r| !exclude.iter().any(|e| Arc::ptr_eq(e, r)))
