@@ -394,6 +394,9 @@ async fn request_id_is_created_when_missing_and_hop_headers_are_stripped() {
     assert_eq!(seen.headers["x-request-id"].to_str().unwrap(), returned);
     assert!(seen.headers.get("x-hop").is_none());
     assert!(seen.headers.get("proxy-authorization").is_none());
+    // The host gets its own Host, not the gateway's.
+    let host_authority = host.url.trim_start_matches("http://").trim_end_matches('/');
+    assert_eq!(seen.headers["host"], host_authority);
 }
 
 #[tokio::test]

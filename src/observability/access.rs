@@ -48,9 +48,10 @@ struct AccessRecord {
     start: Instant,
     labels: RouteLabels,
     method: http::Method,
-    path: String,
+    /// The request's URI (its path is logged); cloning it shares the bytes.
+    uri: http::Uri,
     status: u16,
-    request_id: String,
+    request_id: HeaderValue,
     forwarded: Option<Forwarded>,
 }
 
@@ -58,14 +59,6 @@ impl AccessRecord {
     fn finish(self, bytes: u64, outcome: Outcome) {
         let elapsed = self.start.elapsed();
         let metrics = &self.state.metrics;
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                workflow: self.labels.workflow.clone(),
-                route: self.labels.route.clone(),
-                status: self.status,
-            })
-            .inc();
         metrics
             .duration
             .get_or_create(&self.labels)
@@ -83,9 +76,9 @@ impl AccessRecord {
             ($level:ident) => {
                 tracing::$level!(
                     target: "access",
-                    request_id = %self.request_id,
+                    request_id = self.request_id.to_str().unwrap_or(""),
                     method = %self.method,
-                    path = %self.path,
+                    path = self.uri.path(),
                     workflow = %self.labels.workflow,
                     host,
                     status = self.status,
@@ -102,6 +95,15 @@ impl AccessRecord {
         } else {
             access!(info);
         }
+        // Last, so the labels move instead of being copied.
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                workflow: self.labels.workflow,
+                route: self.labels.route,
+                status: self.status,
+            })
+            .inc();
     }
 }
 
@@ -198,9 +200,8 @@ where
             .to_owned();
         let workflow = workflow_label(&state, request.uri().path());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let uri = request.uri().clone();
         let id_header = request_id.clone();
-        let request_id = request_id.to_str().unwrap_or("").to_owned();
         let limited = limit_body(request, self.max_body_bytes);
 
         let handled = async move {
@@ -238,7 +239,7 @@ where
                 start,
                 labels,
                 method,
-                path,
+                uri,
                 status: status.as_u16(),
                 request_id,
                 forwarded,

@@ -272,6 +272,9 @@ async fn send(
             Err(_) => Err(client.timeout_error(timeout)),
         };
     }
+    let mut headers = headers;
+    // reqwest sets the host's own `Host` only when none is given.
+    headers.remove(header::HOST);
     let mut request = client
         .http()
         .request(method.clone(), client.url(path_and_query))
@@ -488,39 +491,58 @@ fn has_body(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1) and must not be
-/// forwarded, plus `host` (set for the new hop). `content-length` stays: the
-/// body is streamed unchanged, so the length still holds and the host is not
-/// forced onto chunked framing.
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
+/// forwarded. `content-length` stays: the body is streamed unchanged, so the
+/// length still holds and the host is not forced onto chunked framing.
+/// `host` stays too: [`send`] replaces it (in place) with the host's own.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
-/// Removes hop-by-hop headers from `headers` in place, including any that
-/// the `Connection` header names. In place because copying the map cost
+/// Removes hop-by-hop headers from `headers`, including any that the
+/// `Connection` header names, keeping the order of the rest. A map without
+/// any (most requests and answers) is left as it is: copying every map cost
 /// several allocations per request on the hot path.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named_by_connection: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
         .collect();
-    for name in named_by_connection {
-        headers.remove(name);
+    if doomed.is_empty() {
+        return;
     }
-    for name in HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    let all = std::mem::take(headers);
+    headers.reserve(all.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in all {
+        // Iterating a map by value names each header once, then `None` for
+        // its further values.
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        if let Some(name) = &current
+            && !doomed.contains(name)
+        {
+            headers.append(name.clone(), value);
         }
     }
 }
@@ -551,7 +573,11 @@ mod tests {
         h.insert("x-request-id", HeaderValue::from_static("r1"));
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["authorization", "x-request-id"]);
+        assert_eq!(names, vec!["host", "authorization", "x-request-id"]);
+        // Nothing to strip: the map is left alone.
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
