@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Profiles agentos-gateway on the non-streaming run path, for optimisation
-# work (see BENCHMARKS.md). Starts bench-host and the gateway, drives
-# closed-loop runs with bench-load, and records one of:
-#   bench/profile.sh perf  [connections] [seconds]  -> target/bench/perf.svg (flamegraph; needs `cargo install inferno`)
-#   bench/profile.sh callgrind [requests]          -> instructions per request (stable across runs)
+# Profiles agentos-gateway for optimisation work (see BENCHMARKS.md). Starts
+# bench-host and the gateway, drives it with bench-load, and records one of:
+#   bench/profile.sh cpu [connections] [seconds]      -> user and system CPU µs per run request (/proc)
+#   bench/profile.sh allocs [seconds]                 -> heap allocations per run request, by call site (valgrind dhat)
+#   bench/profile.sh held [streams]                   -> heap bytes held per open idle stream, by call site (valgrind dhat)
+#   bench/profile.sh perf [connections] [seconds]     -> target/bench/perf.svg (flamegraph; needs `cargo install inferno`)
+#   bench/profile.sh callgrind [requests]             -> instructions per request (stable across runs)
 #   bench/profile.sh syscalls [connections] [seconds] -> syscalls per request (strace -c)
 # Builds a release binary with line tables into target/profiling.
+# GATEWAY=/path/to/agentos-gateway profiles another build (an older commit
+# built in a `git worktree`, say) against the same host and load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-perf}
@@ -25,11 +29,19 @@ host_pid=$!
 for _ in $(seq 100); do grep -q LISTEN "$work/host.out" 2>/dev/null && break; sleep 0.05; done
 host=$(awk '/LISTEN/ {print $2; exit}' "$work/host.out")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+gateway=${GATEWAY:-$bin/agentos-gateway}
+# A short drain, so that SIGTERM ends a profiled gateway (and dhat writes
+# its profile) at once.
 cat > "$work/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:$port"
+drain_grace = 0.01
+drain_timeout = 1
 [[workflows]]
 id = "bench"
+base_url = "http://$host"
+[[workflows]]
+id = "idle"
 base_url = "http://$host"
 EOF
 
@@ -37,14 +49,52 @@ start_gateway() {
   RUST_LOG=warn "$@" --config "$work/gateway.toml" 2> "$work/gateway.err" &
   gw_pid=$!
   pids+=($gw_pid)
-  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" > /dev/null && return; sleep 0.05; done
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/ready" > /dev/null && return; sleep 0.05; done
   echo "gateway did not start" >&2; cat "$work/gateway.err" >&2; exit 1
 }
 
+# Requests in a bench-load RESULT line.
+requests_in() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().split(" ",1)[1])["requests"])' "$1"; }
+# User and system CPU ticks of a process, all its threads included.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
 case $mode in
+  cpu)
+    conns=${2:-32}; secs=${3:-4}
+    start_gateway "$gateway"
+    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 1000 --duration-ms $((secs * 1000)) > "$work/load.out" &
+    load=$!
+    sleep 1
+    read -r u0 s0 < <(cpu_ticks "$gw_pid")
+    sleep "$secs"
+    read -r u1 s1 < <(cpu_ticks "$gw_pid")
+    wait $load
+    python3 - "$work/load.out" "$u0" "$s0" "$u1" "$s1" "$(getconf CLK_TCK)" "$secs" <<'PY'
+import json, sys
+result = json.loads(open(sys.argv[1]).read().split(" ", 1)[1])
+u0, s0, u1, s1, hz, secs = map(float, sys.argv[2:])
+served = result["rps"] * secs
+us = lambda ticks: ticks / hz * 1e6 / served
+print(f"req/s {result['rps']:.0f}  user {us(u1 - u0):.1f} µs/req  system {us(s1 - s0):.1f} µs/req  errors {result['errors']}")
+PY
+    ;;
+  allocs)
+    secs=${2:-4}
+    start_gateway valgrind --tool=dhat --dhat-out-file="$work/dhat.out" "$gateway"
+    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms $((secs * 1000)) > "$work/load.out"
+    kill -TERM "$gw_pid"; wait "$gw_pid" || true
+    python3 bench/dhat_summary.py allocs "$work/dhat.out" "$(requests_in "$work/load.out")"
+    ;;
+  held)
+    streams=${2:-500}
+    start_gateway valgrind --tool=dhat --dhat-out-file="$work/dhat.out" "$gateway"
+    "$bin/bench-load" --addr "127.0.0.1:$port" idle --streams "$streams" --open-timeout-secs 60 --hold-secs 3 < /dev/null > "$work/load.out"
+    kill -TERM "$gw_pid"; wait "$gw_pid" || true
+    python3 bench/dhat_summary.py held "$work/dhat.out" "$streams"
+    ;;
   perf)
     conns=${2:-32}; secs=${3:-5}
-    start_gateway "$bin/agentos-gateway"
+    start_gateway "$gateway"
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 500 --duration-ms $((secs * 1000 + 1000)) > "$work/load.out" &
     load=$!
     sleep 1
@@ -57,7 +107,7 @@ case $mode in
     ;;
   callgrind)
     requests=${2:-2000}
-    start_gateway valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$bin/agentos-gateway"
+    start_gateway valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$gateway"
     # Warm the pools, then count instructions for a fixed number of requests.
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 3000 > /dev/null
     callgrind_control -z "$gw_pid" > /dev/null
@@ -73,7 +123,7 @@ case $mode in
     ;;
   syscalls)
     conns=${2:-32}; secs=${3:-3}
-    start_gateway "$bin/agentos-gateway"
+    start_gateway "$gateway"
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 500 --duration-ms $((secs * 1000)) > "$work/load.out" &
     load=$!
     sleep 0.7
@@ -82,5 +132,5 @@ case $mode in
     cat "$work/load.out"
     head -30 "$out/strace.txt"
     ;;
-  *) echo "usage: $0 perf|callgrind|syscalls" >&2; exit 64 ;;
+  *) echo "usage: $0 cpu|allocs|held|perf|callgrind|syscalls" >&2; exit 64 ;;
 esac

@@ -26,6 +26,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::RelayItem;
 use super::body::FormFacts;
@@ -68,10 +69,17 @@ enum Cut {
 pub struct SseRelay {
     upstream: BoxStream<'static, Result<Bytes, ClientError>>,
     ctx: RelayContext,
-    /// Reset on every upstream chunk.
+    /// The drain deadline; registered once, not once per chunk.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Fires `timeout` after the last upstream chunk. Timers are moved
+    /// lazily: a chunk only notes its time, and a timer that fires early is
+    /// re-armed from that note. Resetting both timers on every chunk was a
+    /// measurable share of the relay's work per event.
     idle: Pin<Box<Sleep>>,
-    /// Reset on every byte written, pings included.
+    last_chunk: Instant,
+    /// Fires `heartbeat` after the last byte written, pings included.
     heartbeat: Option<Pin<Box<Sleep>>>,
+    last_output: Instant,
     /// Fixed at the start, when `max_stream_duration` is set.
     deadline: Option<Pin<Box<Sleep>>>,
     /// Consecutive `\n` at the end of what was sent (`\r` ignored): two or
@@ -122,8 +130,11 @@ impl SseRelay {
         let now = Instant::now();
         SseRelay {
             upstream: upstream.boxed(),
+            shutdown: Box::pin(ctx.state.end_streams.clone().cancelled_owned()),
             idle: Box::pin(sleep_until(now + config.timeout)),
+            last_chunk: now,
             heartbeat: config.heartbeat.map(|h| Box::pin(sleep_until(now + h))),
+            last_output: now,
             deadline: config
                 .max_stream_duration
                 .map(|d| Box::pin(sleep_until(now + d))),
@@ -165,48 +176,58 @@ impl SseRelay {
             Idle,
             Heartbeat,
         }
-        let at_boundary = self.trailing_newlines >= 2;
-        let woke = tokio::select! {
-            biased;
-            () = self.ctx.state.end_streams.cancelled() => Woke::Shutdown,
-            () = fire(self.deadline.as_mut()) => Woke::Deadline,
-            next = self.upstream.next() => Woke::Upstream(next),
-            () = self.idle.as_mut() => Woke::Idle,
-            () = fire(self.heartbeat.as_mut()), if at_boundary => Woke::Heartbeat,
-        };
-        let config = &self.ctx.upstream.config;
-        let client = &self.ctx.in_flight.replica().client;
-        match woke {
-            Woke::Shutdown => Err(Cut::Shutdown),
-            Woke::Deadline => Err(Cut::TooLong(config.max_stream_duration.unwrap_or_default())),
-            Woke::Upstream(Some(Ok(chunk))) => {
-                let timeout = config.timeout;
-                self.idle.as_mut().reset(Instant::now() + timeout);
-                self.observe(&chunk);
-                Ok(Some(chunk))
-            }
-            Woke::Upstream(None) => Ok(None),
-            Woke::Upstream(Some(Err(error))) => Err(Cut::HostFailed(error)),
-            Woke::Idle => Err(Cut::Idle(client.idle_timeout_error(config.timeout))),
-            Woke::Heartbeat => {
-                self.reset_heartbeat();
-                Ok(Some(Bytes::from_static(PING)))
-            }
-        }
-    }
-
-    fn reset_heartbeat(&mut self) {
-        if let (Some(sleep), Some(every)) =
-            (self.heartbeat.as_mut(), self.ctx.upstream.config.heartbeat)
-        {
-            sleep.as_mut().reset(Instant::now() + every);
+        loop {
+            let at_boundary = self.trailing_newlines >= 2;
+            let woke = tokio::select! {
+                biased;
+                () = self.shutdown.as_mut() => Woke::Shutdown,
+                () = fire(self.deadline.as_mut()) => Woke::Deadline,
+                next = self.upstream.next() => Woke::Upstream(next),
+                () = self.idle.as_mut() => Woke::Idle,
+                () = fire(self.heartbeat.as_mut()), if at_boundary => Woke::Heartbeat,
+            };
+            let config = &self.ctx.upstream.config;
+            let client = &self.ctx.in_flight.replica().client;
+            return match woke {
+                Woke::Shutdown => Err(Cut::Shutdown),
+                Woke::Deadline => Err(Cut::TooLong(config.max_stream_duration.unwrap_or_default())),
+                Woke::Upstream(Some(Ok(chunk))) => {
+                    self.last_chunk = Instant::now();
+                    self.observe(&chunk);
+                    Ok(Some(chunk))
+                }
+                Woke::Upstream(None) => Ok(None),
+                Woke::Upstream(Some(Err(error))) => Err(Cut::HostFailed(error)),
+                Woke::Idle => {
+                    let due = self.last_chunk + config.timeout;
+                    if Instant::now() < due {
+                        self.idle.as_mut().reset(due);
+                        continue;
+                    }
+                    Err(Cut::Idle(client.idle_timeout_error(config.timeout)))
+                }
+                Woke::Heartbeat => {
+                    let now = Instant::now();
+                    if let (Some(sleep), Some(every)) = (self.heartbeat.as_mut(), config.heartbeat)
+                    {
+                        let due = self.last_output + every;
+                        if now < due {
+                            sleep.as_mut().reset(due);
+                            continue;
+                        }
+                        sleep.as_mut().reset(now + every);
+                    }
+                    self.last_output = now;
+                    Ok(Some(Bytes::from_static(PING)))
+                }
+            };
         }
     }
 
     /// Updates the boundary state and picks the ids out of the first event.
     fn observe(&mut self, chunk: &[u8]) {
         self.bytes_sent += chunk.len() as u64;
-        self.reset_heartbeat();
+        self.last_output = self.last_chunk;
         let mut newlines = 0u8;
         let mut all_newlines = true;
         for &b in chunk.iter().rev() {

@@ -1,0 +1,57 @@
+"""Summarises a valgrind DHAT profile of the gateway (bench/profile.sh).
+
+    dhat_summary.py allocs DHAT_OUT REQUESTS   # heap blocks allocated per request, by call site
+    dhat_summary.py held DHAT_OUT STREAMS      # heap bytes held per open stream at the peak, by call site
+
+A call site is named by its first three frames outside the allocator and
+the standard library's collection internals.
+"""
+
+import json
+import re
+import sys
+
+NOISE = re.compile(
+    r"malloc|calloc|realloc|memalign|alloc::|__rust|RawVec|exchange_malloc|box_new|"
+    r"Box<T>::new|Arc<T>::new|Vec<T>|with_capacity|BytesMut::reserve|reserve_inner|"
+    r"from_vec|into_boxed|core::ptr|to_vec|String::from|to_owned|clone|"
+    r"tokio::runtime::task::|spawn"
+)
+
+
+def sites(profile, total_key, blocks_key):
+    frames = profile["ftbl"]
+    out = {}
+    for pp in profile["pps"]:
+        names = [re.sub(r"^0x[0-9A-Fa-f]+: ", "", frames[i]).split(" (")[0] for i in pp["fs"]]
+        key = " <- ".join(n[:90] for n in [n for n in names if not NOISE.search(n)][:3])
+        bytes_, blocks = out.get(key, (0, 0))
+        out[key] = (bytes_ + pp.get(total_key, 0), blocks + pp.get(blocks_key, 0))
+    return out
+
+
+def main() -> None:
+    mode, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if count <= 0:
+        sys.exit(f"{mode}: nothing was measured (count {count})")
+    profile = json.load(open(path))
+    if mode == "allocs":
+        by_site = sites(profile, "tb", "tbk")
+        blocks = sum(b for _, b in by_site.values())
+        print(f"heap blocks allocated per request: {blocks / count:.1f} ({blocks} over {count} requests, start-up included)")
+        ranked = sorted(by_site.items(), key=lambda kv: -kv[1][1])
+        for key, (bytes_, blocks) in ranked[:25]:
+            print(f"  {blocks / count:6.2f}/req {bytes_ / count:7.0f} B/req  {key}")
+    elif mode == "held":
+        by_site = sites(profile, "gb", "gbk")
+        held = sum(b for b, _ in by_site.values())
+        print(f"heap bytes held per open stream at the peak: {held / count:.0f} ({held} over {count} streams)")
+        ranked = sorted(by_site.items(), key=lambda kv: -kv[1][0])
+        for key, (bytes_, blocks) in ranked[:15]:
+            print(f"  {bytes_ / count:7.0f} B/stream {blocks / count:5.2f} blocks/stream  {key}")
+    else:
+        sys.exit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
