@@ -15,7 +15,9 @@ NOISE = re.compile(
     r"malloc|calloc|realloc|memalign|alloc::|__rust|RawVec|exchange_malloc|box_new|"
     r"Box<T>::new|Arc<T>::new|Vec<T>|with_capacity|BytesMut::reserve|reserve_inner|"
     r"from_vec|into_boxed|core::ptr|to_vec|String::from|to_owned|clone|"
-    r"tokio::runtime::task::|spawn"
+    r"tokio::runtime::task::|spawn|UnknownInlinedFun|^alloc$|^\{closure|^alloc_impl|^allocate|"
+    r"grow|do_reserve|reserve_for_push|new_uninit|^try_allocate|^new<|^new$|^from_iter|^extend|"
+    r"^push|^insert"
 )
 
 
