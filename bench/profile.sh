@@ -98,7 +98,7 @@ PY
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 500 --duration-ms $((secs * 1000 + 1000)) > "$work/load.out" &
     load=$!
     sleep 1
-    perf record -F 2999 -g --call-graph dwarf,16384 -o "$work/perf.data" -p "$gw_pid" -- sleep "$secs" 2> /dev/null
+    perf record -e cpu-clock -F 2999 -g --call-graph dwarf,16384 -o "$work/perf.data" -p "$gw_pid" -- sleep "$secs" 2> /dev/null
     wait $load
     cat "$work/load.out"
     perf script -i "$work/perf.data" 2> /dev/null | inferno-collapse-perf > "$out/perf.folded"
