@@ -6,8 +6,11 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependency layer: compile every dependency against stub sources, so source
-# edits do not rebuild the dependency graph.
+# edits do not rebuild the dependency graph. The benchmark crate is a member
+# of the workspace, so cargo needs it to load the manifest; only the gateway
+# (the default member) is built.
 COPY Cargo.toml Cargo.lock ./
+COPY bench ./bench
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

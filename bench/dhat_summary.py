@@ -36,23 +36,25 @@ def main() -> None:
     mode, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if count <= 0:
         sys.exit(f"{mode}: nothing was measured (count {count})")
-    profile = json.load(open(path))
-    if mode == "allocs":
-        by_site = sites(profile, "tb", "tbk")
-        blocks = sum(b for _, b in by_site.values())
-        print(f"heap blocks allocated per request: {blocks / count:.1f} ({blocks} over {count} requests, start-up included)")
-        ranked = sorted(by_site.items(), key=lambda kv: -kv[1][1])
-        for key, (bytes_, blocks) in ranked[:25]:
-            print(f"  {blocks / count:6.2f}/req {bytes_ / count:7.0f} B/req  {key}")
-    elif mode == "held":
-        by_site = sites(profile, "gb", "gbk")
-        held = sum(b for b, _ in by_site.values())
-        print(f"heap bytes held per open stream at the peak: {held / count:.0f} ({held} over {count} streams)")
-        ranked = sorted(by_site.items(), key=lambda kv: -kv[1][0])
-        for key, (bytes_, blocks) in ranked[:15]:
-            print(f"  {bytes_ / count:7.0f} B/stream {blocks / count:5.2f} blocks/stream  {key}")
-    else:
+    if mode not in ("allocs", "held"):
         sys.exit(f"unknown mode {mode}")
+    profile = json.load(open(path))
+    allocs = mode == "allocs"
+    # Totals over the run (allocs) or live at the heap's peak (held).
+    by_site = sites(profile, *(("tb", "tbk") if allocs else ("gb", "gbk")))
+    total_bytes = sum(b for b, _ in by_site.values())
+    total_blocks = sum(k for _, k in by_site.values())
+    if allocs:
+        unit = "request"
+        print(f"heap blocks allocated per request: {total_blocks / count:.1f} "
+              f"({total_blocks} over {count} requests, start-up included)")
+    else:
+        unit = "stream"
+        print(f"heap bytes held per open stream at the peak: {total_bytes / count:.0f} "
+              f"({total_bytes} over {count} streams)")
+    ranked = sorted(by_site.items(), key=lambda kv: -kv[1][1 if allocs else 0])
+    for key, (bytes_, blocks) in ranked[:20]:
+        print(f"  {blocks / count:6.2f} blocks {bytes_ / count:7.0f} B per {unit}  {key}")
 
 
 if __name__ == "__main__":

@@ -57,14 +57,19 @@ start_gateway() {
 requests_in() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().split(" ",1)[1])["requests"])' "$1"; }
 # User and system CPU ticks of a process, all its threads included.
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# Starts the gateway and closed-loop runs against it in the background
+# ($load is their pid), and returns once they are under way.
+start_runs() { # connections warm-up-ms duration-ms
+  start_gateway "$gateway"
+  "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$1" --warmup-ms "$2" --duration-ms "$3" > "$work/load.out" &
+  load=$!
+  sleep 1
+}
 
 case $mode in
   cpu)
     conns=${2:-32}; secs=${3:-4}
-    start_gateway "$gateway"
-    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 1000 --duration-ms $((secs * 1000)) > "$work/load.out" &
-    load=$!
-    sleep 1
+    start_runs "$conns" 1000 $((secs * 1000))
     read -r u0 s0 < <(cpu_ticks "$gw_pid")
     sleep "$secs"
     read -r u1 s1 < <(cpu_ticks "$gw_pid")
@@ -94,10 +99,7 @@ PY
     ;;
   perf)
     conns=${2:-32}; secs=${3:-5}
-    start_gateway "$gateway"
-    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 500 --duration-ms $((secs * 1000 + 1000)) > "$work/load.out" &
-    load=$!
-    sleep 1
+    start_runs "$conns" 500 $((secs * 1000 + 1000))
     perf record -e cpu-clock -F 2999 -g --call-graph dwarf,16384 -o "$work/perf.data" -p "$gw_pid" -- sleep "$secs" 2> /dev/null
     wait $load
     cat "$work/load.out"
@@ -114,7 +116,7 @@ PY
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 10000 > "$work/load.out"
     callgrind_control -d "$gw_pid" > /dev/null
     sleep 1
-    done_requests=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().split(" ",1)[1])["requests"])' "$work/load.out")
+    done_requests=$(requests_in "$work/load.out")
     total=$(ls -t "$work"/callgrind.out* | head -1)
     ir=$(callgrind_annotate "$total" 2> /dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
     echo "requests (in window): $done_requests; instructions: $ir; per request: $((ir / done_requests))"
@@ -123,10 +125,7 @@ PY
     ;;
   syscalls)
     conns=${2:-32}; secs=${3:-3}
-    start_gateway "$gateway"
-    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$conns" --warmup-ms 500 --duration-ms $((secs * 1000)) > "$work/load.out" &
-    load=$!
-    sleep 0.7
+    start_runs "$conns" 500 $((secs * 1000 + 1000))
     timeout "$secs" strace -f -c -p "$gw_pid" -o "$out/strace.txt" || true
     wait $load
     cat "$work/load.out"

@@ -1,6 +1,8 @@
 """Offline checks of the deployment files, run by scripts/test.sh.
 
 - hadolint lints the Dockerfile;
+- the files its dependency layer copies (through .dockerignore) are enough
+  for cargo to load the workspace, as the image build needs;
 - kubernetes-validate checks every manifest against the Kubernetes schema (strict);
 - the TOML inside the ConfigMap passes `agentos-gateway check`;
 - terminationGracePeriodSeconds leaves room for the preStop sleep, the drain
@@ -10,9 +12,11 @@
 Usage: python deploy/check.py path/to/agentos-gateway
 """
 
+import fnmatch
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +38,7 @@ def main() -> None:
     gateway = pathlib.Path(sys.argv[1]).resolve()
     bindir = pathlib.Path(sys.executable).parent
     run(bindir / "hadolint", ROOT / "Dockerfile")
+    check_build_context()
 
     manifests = sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
     run(bindir / "kubernetes-validate", "--strict", "--quiet", "-k", KUBERNETES_VERSION, *manifests)
@@ -66,6 +71,40 @@ def main() -> None:
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
     print(f"deploy checks passed (grace {grace}s >= {needed}s needed)")
+
+
+def check_build_context() -> None:
+    """Copies what the Dockerfile's first build steps copy, as .dockerignore
+    lets them through, adds the stub sources its first RUN writes, and asks
+    cargo to load the workspace from that alone."""
+    ignore = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
+              if l.strip() and not l.startswith("#")]
+
+    def included(rel: str) -> bool:
+        keep = False
+        for pattern in ignore:
+            negated = pattern.startswith("!")
+            pattern = pattern.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(rel, pattern) or rel.startswith(pattern + "/"):
+                keep = negated
+        return keep
+
+    steps = (ROOT / "Dockerfile").read_text().split("\nRUN ", 1)[0]
+    copies = [line.split()[1:] for line in steps.splitlines() if line.startswith("COPY ")]
+    with tempfile.TemporaryDirectory() as tmp:
+        context = pathlib.Path(tmp)
+        for *sources, _dest in copies:
+            for source in sources:
+                for path in [ROOT / source, *(ROOT / source).rglob("*")]:
+                    rel = path.relative_to(ROOT).as_posix()
+                    if path.is_file() and included(rel):
+                        (context / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(path, context / rel)
+        (context / "src").mkdir(exist_ok=True)
+        (context / "src" / "main.rs").write_text("fn main() {}\n")
+        (context / "src" / "lib.rs").write_text("")
+        run("cargo", "metadata", "--locked", "--offline", "--no-deps", "--format-version", "1",
+            cwd=context, stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

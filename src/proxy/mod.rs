@@ -256,7 +256,7 @@ async fn send(
     upstream: &Upstream,
     method: &Method,
     path_and_query: &str,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Option<reqwest::Body>,
     in_flight: &InFlight,
 ) -> Sent {
@@ -272,7 +272,6 @@ async fn send(
             Err(_) => Err(client.timeout_error(timeout)),
         };
     }
-    let mut headers = headers;
     // reqwest sets the host's own `Host` only when none is given.
     headers.remove(header::HOST);
     let mut request = client
