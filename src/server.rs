@@ -160,7 +160,10 @@ async fn accept_and_serve(
         next = next.wrapping_add(1);
         match stream.into_std() {
             Ok(stream) => {
-                let _ = worker.connections.send(stream);
+                if worker.connections.send(stream).is_err() {
+                    // Only after its runtime failed; the connection is closed.
+                    tracing::error!("a serving thread is gone; connection dropped");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
         }
