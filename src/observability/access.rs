@@ -114,7 +114,8 @@ impl AccessRecord {
 /// One hand-written service instead of a stack of middlewares: each
 /// `from_fn` layer boxed a future and cloned the router per request, the
 /// generic trace layer wrapped the body a second time, and the UUID request
-/// id cost a `getrandom` syscall per request (see BENCHMARKS.md).
+/// id cost a `getrandom` syscall per request. (BENCHMARKS.md measures this
+/// change together with thread-per-core serving.)
 #[derive(Clone)]
 pub struct AccessLayer {
     state: SharedState,

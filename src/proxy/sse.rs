@@ -192,7 +192,9 @@ impl SseRelay {
                 Woke::Shutdown => Err(Cut::Shutdown),
                 Woke::Deadline => Err(Cut::TooLong(config.max_stream_duration.unwrap_or_default())),
                 Woke::Upstream(Some(Ok(chunk))) => {
-                    self.last_chunk = Instant::now();
+                    let now = Instant::now();
+                    self.last_chunk = now;
+                    self.last_output = now;
                     self.observe(&chunk);
                     Ok(Some(chunk))
                 }
@@ -227,7 +229,6 @@ impl SseRelay {
     /// Updates the boundary state and picks the ids out of the first event.
     fn observe(&mut self, chunk: &[u8]) {
         self.bytes_sent += chunk.len() as u64;
-        self.last_output = self.last_chunk;
         let mut newlines = 0u8;
         let mut all_newlines = true;
         for &b in chunk.iter().rev() {
