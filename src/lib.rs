@@ -6,6 +6,7 @@
 //! Module map, in the order a request meets them:
 //! - [`config`]: the TOML schema, defaults and start-up validation.
 //! - [`server`]: serving the app on a bound listener, and shutdown signals.
+//! - [`http1`]: the gateway's own HTTP/1.1 framing, for callers and for hosts.
 //! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
 //! - [`observability`]: Prometheus metrics and the access log layer.
 //! - [`routes`]: the AgentOS surface, one file per resource (`health`, `config`, `workflows`).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fakehost;
+pub mod http1;
 pub mod layers;
 pub mod observability;
 pub mod proxy;

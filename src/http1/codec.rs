@@ -1,0 +1,452 @@
+//! HTTP/1.1 message framing shared by the gateway's server and client sides:
+//! how long a body is (RFC 9112 §6.3), decoding `chunked` bodies as they
+//! arrive, encoding chunks, heads, and vectored writes.
+//!
+//! Everything works on `BytesMut` read buffers and hands out `Bytes` slices
+//! of them: a body chunk is never copied between the socket it was read from
+//! and the socket it is written to.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Longest request or response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in one head.
+pub const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line (size, extensions) or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// A framing error: the message cannot be read, and the connection it came
+/// on cannot be used again.
+#[derive(Debug, thiserror::Error)]
+pub enum FramingError {
+    #[error("invalid HTTP head: {0}")]
+    Head(#[from] httparse::Error),
+    #[error("HTTP head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid header {0}")]
+    Header(String),
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("unsupported Transfer-Encoding")]
+    TransferEncoding,
+    #[error("invalid chunked encoding: {0}")]
+    Chunked(&'static str),
+    #[error("connection closed before the message ended")]
+    Incomplete,
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the peer closes (responses only).
+    UntilClose,
+}
+
+/// The body framing a head declares. Requests without a length have no body
+/// (RFC 9112 §6.3 rule 6); responses without one run until close.
+pub fn body_kind(headers: &HeaderMap, is_request: bool) -> Result<BodyKind, FramingError> {
+    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+        // A sender that sends both is suspect (smuggling); chunked wins and
+        // the length is ignored, as the RFC says.
+        let chunked_last = te
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return match (chunked_last, is_request) {
+            (true, _) => Ok(BodyKind::Chunked),
+            (false, true) => Err(FramingError::TransferEncoding),
+            (false, false) => Ok(BodyKind::UntilClose),
+        };
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        // `Content-Length: 5, 5` and repeated equal fields are allowed;
+        // different values are not.
+        for part in value
+            .to_str()
+            .map_err(|_| FramingError::ContentLength)?
+            .split(',')
+        {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FramingError::ContentLength);
+            }
+            let n: u64 = part.parse().map_err(|_| FramingError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(FramingError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => BodyKind::Empty,
+        Some(n) => BodyKind::Length(n),
+        None if is_request => BodyKind::Empty,
+        None => BodyKind::UntilClose,
+    })
+}
+
+/// Header fields of a parsed head, as a `HeaderMap` whose values are slices
+/// of `head` (no copies).
+pub fn header_map(raw: &[httparse::Header<'_>], head: &Bytes) -> Result<HeaderMap, FramingError> {
+    let mut headers = HeaderMap::with_capacity(raw.len());
+    for field in raw {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| FramingError::Header(field.name.to_owned()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            .map_err(|_| FramingError::Header(field.name.to_owned()))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Appends `name: value` lines for every field of `headers`.
+pub fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What [`Decoder::decode`] found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer holds no more of the body; read more.
+    NeedMore,
+    /// The body ended; what is left in the buffer belongs to the next message.
+    End,
+}
+
+/// Takes a body out of a connection's read buffer as it arrives.
+#[derive(Debug)]
+pub struct Decoder {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Bytes left of a `Content-Length` body.
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk's data.
+    ChunkData(u64),
+    /// Expecting the CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+impl Decoder {
+    pub fn new(kind: BodyKind) -> Decoder {
+        let state = match kind {
+            BodyKind::Empty | BodyKind::Length(0) => State::Done,
+            BodyKind::Length(n) => State::Length(n),
+            BodyKind::Chunked => State::ChunkSize,
+            BodyKind::UntilClose => State::UntilClose,
+        };
+        Decoder { state }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Whether the body runs until the connection closes (which then cannot
+    /// be reused).
+    pub fn until_close(&self) -> bool {
+        matches!(self.state, State::UntilClose)
+    }
+
+    /// The next piece of body in `buf`, consuming it (and any framing).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Decoded::End),
+                State::Length(left) | State::ChunkData(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let left = left - take as u64;
+                    self.state = match self.state {
+                        State::Length(_) if left == 0 => State::Done,
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                State::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                State::ChunkSize => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = chunk_size(&line)?;
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(FramingError::Chunked("missing CRLF after chunk data"));
+                    }
+                    buf.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    // Trailers are read past, not forwarded: nothing in
+                    // AgentOS sends or reads them.
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        self.state = State::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed the connection: the end of an until-close body, a
+    /// truncated message otherwise.
+    pub fn decode_eof(&mut self) -> Result<Decoded, FramingError> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(Decoded::End)
+            }
+            _ => Err(FramingError::Incomplete),
+        }
+    }
+}
+
+/// One CRLF-terminated line out of `buf`, without its CRLF; `None` until the
+/// whole line is there.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, FramingError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = buf.split_to(end);
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => Err(FramingError::Chunked("line too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size on a chunk-size line, extensions ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(FramingError::Chunked("bad chunk size"));
+    }
+    let mut size = 0u64;
+    for &b in digits {
+        let digit = (b as char)
+            .to_digit(16)
+            .ok_or(FramingError::Chunked("bad chunk size"))?;
+        size = size * 16 + u64::from(digit);
+    }
+    Ok(size)
+}
+
+/// The `<hex size>\r\n` line before a chunk of `len` bytes.
+pub struct ChunkHead {
+    bytes: [u8; 18],
+    len: usize,
+}
+
+impl ChunkHead {
+    pub fn new(len: usize) -> ChunkHead {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        let mut n = len;
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = HEX[n & 0xf];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut bytes = [0u8; 18];
+        let count = digits.len() - start;
+        bytes[..count].copy_from_slice(&digits[start..]);
+        bytes[count..count + 2].copy_from_slice(b"\r\n");
+        ChunkHead {
+            bytes,
+            len: count + 2,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The last chunk and the end of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Writes all of `parts` (at most [`MAX_PARTS`]) with as few vectored
+/// writes as the socket allows: a head and a body chunk usually leave in one
+/// syscall.
+pub async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, parts: &[&[u8]]) -> io::Result<()> {
+    let mut left: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+    let mut count = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        if count == MAX_PARTS {
+            return Err(io::Error::other("too many parts for one write"));
+        }
+        left[count] = part;
+        count += 1;
+    }
+    let mut first = 0;
+    while first < count {
+        let slices: [IoSlice<'_>; MAX_PARTS] = std::array::from_fn(|i| {
+            IoSlice::new(if first + i < count {
+                left[first + i]
+            } else {
+                &[]
+            })
+        });
+        let mut written = io.write_vectored(&slices[..count - first]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while first < count && written >= left[first].len() {
+            written -= left[first].len();
+            first += 1;
+        }
+        if written > 0 {
+            left[first] = &left[first][written..];
+        }
+    }
+    Ok(())
+}
+
+/// Most parts [`write_all`] takes in one call.
+pub const MAX_PARTS: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(kind: BodyKind, input: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), FramingError> {
+        let mut decoder = Decoder::new(kind);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf)? {
+                    Decoded::Data(d) => out.extend_from_slice(&d),
+                    Decoded::NeedMore => break,
+                    Decoded::End => return Ok((out, buf.to_vec())),
+                }
+            }
+        }
+        match decoder.decode_eof()? {
+            Decoded::End => Ok((out, buf.to_vec())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\nb\r\n, world!!!!\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        // Splits inside the body's framing; "NEXT" arrives with the second piece.
+        for split in 0..wire.len() - 4 {
+            let (body, rest) = decode_all(BodyKind::Chunked, &[&wire[..split], &wire[split..]])
+                .unwrap_or_else(|e| panic!("split {split}: {e}"));
+            assert_eq!(body, b"hello, world!!!!");
+            assert_eq!(rest, b"NEXT");
+        }
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        let (body, rest) = decode_all(BodyKind::Length(3), &[b"ab", b"cGET"]).unwrap();
+        assert_eq!(
+            (body.as_slice(), rest.as_slice()),
+            (&b"abc"[..], &b"GET"[..])
+        );
+        assert!(matches!(
+            decode_all(BodyKind::Length(9), &[b"abc"]),
+            Err(FramingError::Incomplete)
+        ));
+        let (body, _) = decode_all(BodyKind::UntilClose, &[b"ab", b"c"]).unwrap();
+        assert_eq!(body, b"abc");
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for wire in [&b"zz\r\n"[..], b"3\r\nabcX\r\n", b"\r\n"] {
+            assert!(decode_all(BodyKind::Chunked, &[wire]).is_err(), "{wire:?}");
+        }
+        assert!(matches!(
+            decode_all(BodyKind::Chunked, &[b"3\r\nab"]),
+            Err(FramingError::Incomplete)
+        ));
+    }
+
+    #[test]
+    fn chunk_heads_are_lowercase_hex() {
+        assert_eq!(ChunkHead::new(0).as_bytes(), b"0\r\n");
+        assert_eq!(ChunkHead::new(255).as_bytes(), b"ff\r\n");
+        assert_eq!(ChunkHead::new(4096).as_bytes(), b"1000\r\n");
+    }
+
+    #[test]
+    fn body_kinds_follow_rfc_9112() {
+        let mut h = HeaderMap::new();
+        assert_eq!(body_kind(&h, true).unwrap(), BodyKind::Empty);
+        assert_eq!(body_kind(&h, false).unwrap(), BodyKind::UntilClose);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(body_kind(&h, true).unwrap(), BodyKind::Length(12));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("13"));
+        assert!(body_kind(&h, true).is_err());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("+1"));
+        assert!(body_kind(&h, true).is_err());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert_eq!(body_kind(&h, true).unwrap(), BodyKind::Chunked);
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(body_kind(&h, true).is_err());
+        assert_eq!(body_kind(&h, false).unwrap(), BodyKind::UntilClose);
+    }
+}
