@@ -97,15 +97,42 @@ pub fn body_kind(headers: &HeaderMap, is_request: bool) -> Result<BodyKind, Fram
     })
 }
 
-/// Header fields of a parsed head, as a `HeaderMap` whose values are slices
-/// of `head` (no copies).
-pub fn header_map(raw: &[httparse::Header<'_>], head: &Bytes) -> Result<HeaderMap, FramingError> {
-    let mut headers = HeaderMap::with_capacity(raw.len());
-    for field in raw {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| FramingError::Header(field.name.to_owned()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
-            .map_err(|_| FramingError::Header(field.name.to_owned()))?;
+/// Where one header field lies in the buffer its head was parsed from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FieldIndex {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Notes where `raw`'s fields lie in `buf` (which they were parsed from), so
+/// that the head can be split off the buffer before the map is built.
+pub fn index_fields(raw: &[httparse::Header<'_>], buf: &[u8], out: &mut [FieldIndex]) -> usize {
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    for (slot, field) in out.iter_mut().zip(raw) {
+        *slot = FieldIndex {
+            name: range(field.name.as_bytes()),
+            value: range(field.value),
+        };
+    }
+    raw.len().min(out.len())
+}
+
+/// The header fields at `fields` in `head`, as a `HeaderMap` whose values
+/// are slices of `head` (no copies).
+pub fn header_map(fields: &[FieldIndex], head: &Bytes) -> Result<HeaderMap, FramingError> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name_bytes = head
+            .get(field.name.0..field.name.1)
+            .ok_or(FramingError::Header(String::new()))?;
+        let bad = || FramingError::Header(String::from_utf8_lossy(name_bytes).into_owned());
+        let name = HeaderName::from_bytes(name_bytes).map_err(|_| bad())?;
+        let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
+            .map_err(|_| bad())?;
         headers.append(name, value);
     }
     Ok(headers)

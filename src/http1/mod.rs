@@ -12,4 +12,5 @@
 //! (hyper's own parser) into `http` types without copying values, and a body
 //! chunk goes from one socket to the other as the same `Bytes`.
 
+pub mod client;
 pub mod codec;

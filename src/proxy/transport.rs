@@ -1,20 +1,22 @@
 //! The proxy's own HTTP/1.1 transport to `http://` hosts: pooled keep-alive
-//! connections driven by hyper's connection-level client, with no URL parsing,
-//! no per-request client, and the response body handed on as hyper's frames
-//! (`Bytes`, never copied).
+//! connections framed by `crate::http1::client`, with no URL parsing, no
+//! per-request client, no connection task, and the response body handed on
+//! as `Bytes` slices of the read buffer (never copied).
 //!
-//! Why not the per-host `reqwest::Client` that metadata calls use: on the run
-//! path reqwest cost more than everything else the gateway does (URL parsing
-//! and re-serialising per request, a spawned task per pooled connection
-//! returned, its own body and timeout layers); see BENCHMARKS.md. `https://`
-//! hosts still go through reqwest (rustls), which this module never sees.
+//! Why not the per-host `reqwest::Client` that metadata calls use, or
+//! hyper's connection-level client: on the run path reqwest cost more than
+//! everything else the gateway does, and hyper's client still spent a task,
+//! a dispatch channel and 20 KiB of buffers per connection; see
+//! BENCHMARKS.md. `https://` hosts still go through reqwest (rustls), which
+//! this module never sees.
 //!
 //! Pooling: idle connections wait in a LIFO stack per host. A connection goes
 //! back only once its response body ended cleanly and the answer was not a
 //! 5xx (uvicorn closes the connection after an unhandled 500 without saying
-//! so). A request that hyper hands back unsent, because a pooled connection
-//! turned out closed, is retried on another connection; a request that may
-//! have been sent never is.
+//! so). One the host closed while it sat idle is noticed at checkout and
+//! dropped. A request is never sent twice: if the host closes a connection
+//! just as a request goes out, that request fails (as with any HTTP client);
+//! the proxy decides whether to try another replica.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -25,21 +27,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use http::header::{HOST, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Response};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::client::{ClientError, UnavailablePhase};
+use crate::http1::client::{Connection, ResponseBody, SendError};
 
 /// Most idle connections kept per host.
 const MAX_IDLE: usize = 1024;
-/// Read buffer of an upstream connection. Small, because thousands of
-/// streams may be open, each holding one; a larger body is simply read in
-/// more steps.
-const READ_BUF: usize = 4096;
 
 thread_local! {
     /// This thread's pools, by base URL and connect timeout. Per thread
@@ -76,7 +72,7 @@ pub struct Pool {
     /// The base URL's path, without a trailing slash ("" for none).
     prefix: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<SendRequest<reqwest::Body>>>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Pool {
@@ -108,7 +104,7 @@ impl Pool {
         })
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<reqwest::Body>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -120,60 +116,42 @@ impl Pool {
         mut headers: HeaderMap,
         body: Option<reqwest::Body>,
     ) -> Result<Response<HostBody>, ClientError> {
-        let uri = if self.prefix.is_empty() {
-            Uri::try_from(path_and_query)
+        let prefixed;
+        let target = if self.prefix.is_empty() {
+            path_and_query
         } else {
-            Uri::try_from(format!("{}{path_and_query}", self.prefix))
-        }
-        .map_err(|e| self.transport_error(e.to_string()))?;
+            prefixed = format!("{}{path_and_query}", self.prefix);
+            &prefixed
+        };
         headers.insert(HOST, self.host.clone());
-        let mut request = Request::new(body.unwrap_or_else(empty));
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        loop {
-            let (mut sender, reused) = self.checkout().await?;
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let reusable = !response.status().is_server_error();
-                    return Ok(response.map(|inner| {
-                        HostBody::Pooled(PooledBody {
-                            inner,
-                            sender: reusable.then_some(sender),
-                            pool: self.clone(),
-                        })
-                    }));
-                }
-                Err(mut error) => match error.take_message() {
-                    // Never sent: a pooled connection closed under us.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(self.classify(error.error())),
-                },
-            }
+        let connection = self.checkout().await?;
+        let (head, mut body) = connection
+            .send(method, target, headers, body)
+            .await
+            .map_err(|e| self.classify(&e))?;
+        if head.status.is_server_error() {
+            body.discard_connection();
         }
+        let body = HostBody::Pooled(PooledBody {
+            inner: body,
+            pool: self.clone(),
+        });
+        Ok(Response::from_parts(head, body))
     }
 
-    /// An idle connection ready for a request (`true`), or a new one.
-    async fn checkout(&self) -> Result<(SendRequest<reqwest::Body>, bool), ClientError> {
+    /// An idle connection the host has not closed, or a new one.
+    async fn checkout(&self) -> Result<Connection, ClientError> {
         loop {
-            let Some(mut sender) = self.idle().pop() else {
-                return self.connect().await.map(|s| (s, false));
+            let Some(connection) = self.idle().pop() else {
+                return self.connect().await;
             };
-            if sender.is_closed() {
-                continue;
-            }
-            // Just returned connections may still be finishing the last
-            // message; that takes microseconds.
-            if std::future::poll_fn(|cx| sender.poll_ready(cx))
-                .await
-                .is_ok()
-            {
-                return Ok((sender, true));
+            if connection.is_reusable() {
+                return Ok(connection);
             }
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<reqwest::Body>, ClientError> {
+    async fn connect(&self) -> Result<Connection, ClientError> {
         let unavailable = |phase| ClientError::RemoteServerUnavailable {
             base_url: self.base_url.clone(),
             phase,
@@ -195,29 +173,13 @@ impl Pool {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .read_buf_exact_size(Some(READ_BUF))
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                unavailable(UnavailablePhase::Connect {
-                    reason: e.to_string(),
-                })
-            })?;
-        tokio::spawn(async move {
-            // Ends when the connection closes; errors surface on the request.
-            let _ = connection.await;
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 
-    fn put_back(&self, sender: SendRequest<reqwest::Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put_back(&self, connection: Connection) {
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(connection);
         }
     }
 
@@ -228,9 +190,9 @@ impl Pool {
         }
     }
 
-    /// Maps a hyper failure: an over-limit request body, or a broken
-    /// connection (the innermost message as the reason).
-    fn classify(&self, error: &hyper::Error) -> ClientError {
+    /// Maps a failed exchange: an over-limit request body, or a broken
+    /// connection or message (the innermost message as the reason).
+    fn classify(&self, error: &SendError) -> ClientError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         let mut reason = error.to_string();
         while let Some(e) = source {
@@ -242,10 +204,6 @@ impl Pool {
         }
         self.transport_error(reason)
     }
-}
-
-fn empty() -> reqwest::Body {
-    reqwest::Body::from(Bytes::new())
 }
 
 /// A host's response body: frames from the pooled connection (the
@@ -264,26 +222,15 @@ impl HostBody {
 }
 
 pub struct PooledBody {
-    inner: Incoming,
-    /// Returned to the pool at the clean end of the body.
-    sender: Option<SendRequest<reqwest::Body>>,
+    inner: ResponseBody,
     pool: Arc<Pool>,
 }
 
 impl PooledBody {
+    /// Returns the connection to the pool if the body ended cleanly.
     fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put_back(sender);
-        }
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // A body dropped before its end leaves the connection mid-message:
-        // dropping the sender with it closes the connection.
-        if http_body::Body::is_end_stream(&self.inner) {
-            self.release();
+        if let Some(connection) = self.inner.take_connection() {
+            self.pool.put_back(connection);
         }
     }
 }
@@ -306,10 +253,7 @@ impl http_body::Body for HostBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        body.sender = None;
-                        Poll::Ready(Some(Err(body.pool.classify(&e))))
-                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(body.pool.classify(&e)))),
                     Poll::Ready(None) => {
                         body.release();
                         Poll::Ready(None)
