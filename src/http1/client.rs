@@ -9,6 +9,7 @@
 //! file only frames messages.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -53,10 +54,18 @@ impl Connection {
     }
 
     /// Whether the connection can carry another request: the host has not
-    /// closed it (or sent anything unasked) while it sat in the pool.
+    /// closed it (or sent anything unasked) while it sat in the pool. Costs
+    /// no syscall unless the socket turned readable since its last read.
     pub fn is_reusable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
     }
 
     /// Sends one request (`target` is the path and query as the host sees
@@ -178,10 +187,12 @@ impl Connection {
     /// interim answers); says whether the connection may be kept.
     async fn read_head(&mut self) -> Result<(http::response::Parts, bool), SendError> {
         loop {
-            let mut raw = [httparse::EMPTY_HEADER; codec::MAX_HEADERS];
+            let mut raw = [const { MaybeUninit::uninit() }; codec::MAX_HEADERS];
             let mut fields = [codec::FieldIndex::default(); codec::MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut raw);
-            let parsed = response.parse(&self.buf).map_err(FramingError::from)?;
+            let mut response = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut response, &self.buf, &mut raw)
+                .map_err(FramingError::from)?;
             let httparse::Status::Complete(len) = parsed else {
                 if self.buf.len() >= codec::MAX_HEAD {
                     return Err(FramingError::HeadTooLarge.into());
@@ -216,16 +227,15 @@ impl Connection {
     /// Reads what the socket has into the buffer: the byte count, 0 at the
     /// end of the stream. Memory is taken only once the socket is readable.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            if self.buf.is_empty() {
+                ready!(self.stream.poll_read_ready(cx))?;
             }
-            match self.stream.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
+            self.buf.reserve(READ_CHUNK);
         }
+        // A read through `AsyncRead` (not `try_read`) lets tokio note that
+        // a short read drained the socket, saving the next read's EAGAIN.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 }
 

@@ -100,17 +100,18 @@ pub fn body_kind(headers: &HeaderMap, is_request: bool) -> Result<BodyKind, Fram
 /// Where one header field lies in the buffer its head was parsed from.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FieldIndex {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// Notes where `raw`'s fields lie in `buf` (which they were parsed from), so
 /// that the head can be split off the buffer before the map is built.
 pub fn index_fields(raw: &[httparse::Header<'_>], buf: &[u8], out: &mut [FieldIndex]) -> usize {
     let base = buf.as_ptr() as usize;
+    // Heads are at most MAX_HEAD bytes, so offsets fit in u32.
     let range = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
+        (start as u32, (start + s.len()) as u32)
     };
     for (slot, field) in out.iter_mut().zip(raw) {
         *slot = FieldIndex {
@@ -126,12 +127,13 @@ pub fn index_fields(raw: &[httparse::Header<'_>], buf: &[u8], out: &mut [FieldIn
 pub fn header_map(fields: &[FieldIndex], head: &Bytes) -> Result<HeaderMap, FramingError> {
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
+        let (name, value) = (field.name, field.value);
         let name_bytes = head
-            .get(field.name.0..field.name.1)
+            .get(name.0 as usize..name.1 as usize)
             .ok_or(FramingError::Header(String::new()))?;
         let bad = || FramingError::Header(String::from_utf8_lossy(name_bytes).into_owned());
         let name = HeaderName::from_bytes(name_bytes).map_err(|_| bad())?;
-        let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
+        let value = HeaderValue::from_maybe_shared(head.slice(value.0 as usize..value.1 as usize))
             .map_err(|_| bad())?;
         headers.append(name, value);
     }
