@@ -496,3 +496,92 @@ async fn dns_discovery_finds_replicas_by_name() {
         assert_eq!(run_json(&gw).await, 200);
     }
 }
+
+/// A host whose runs stream one `WorkflowStarted` event (run `R-<n>`) and
+/// then stay open, and whose cancels are held until the test opens `gate`.
+struct CancelHost {
+    url: String,
+    runs: std::sync::atomic::AtomicUsize,
+    cancels_in_flight: std::sync::atomic::AtomicUsize,
+    most_cancels_at_once: std::sync::atomic::AtomicUsize,
+    cancels_done: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl CancelHost {
+    async fn start() -> std::sync::Arc<CancelHost> {
+        use axum::routing::{get, post};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = std::sync::Arc::new(CancelHost {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            runs: Default::default(),
+            cancels_in_flight: Default::default(),
+            most_cancels_at_once: Default::default(),
+            cancels_done: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let (runs, cancels) = (host.clone(), host.clone());
+        let app = axum::Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route(
+                "/workflows/wf/runs",
+                post(move || async move {
+                    let n = runs.runs.fetch_add(1, SeqCst);
+                    let first = format!(
+                        "event: WorkflowStarted\ndata: {{\"run_id\":\"R-{n}\",\"session_id\":\"S\"}}\n\n"
+                    );
+                    use futures::StreamExt as _;
+                    let events = futures::stream::once(async move {
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from(first))
+                    })
+                    .chain(futures::stream::pending());
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(events),
+                    )
+                }),
+            )
+            .route(
+                "/workflows/wf/runs/{run_id}/cancel",
+                post(move || async move {
+                    let now = cancels.cancels_in_flight.fetch_add(1, SeqCst) + 1;
+                    cancels.most_cancels_at_once.fetch_max(now, SeqCst);
+                    cancels.gate.acquire().await.unwrap().forget();
+                    cancels.cancels_in_flight.fetch_sub(1, SeqCst);
+                    cancels.cancels_done.fetch_add(1, SeqCst);
+                    axum::Json(serde_json::json!({}))
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        host
+    }
+}
+
+#[tokio::test]
+async fn cancels_after_a_mass_disconnect_reach_the_host_a_few_at_a_time() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let host = CancelHost::start().await;
+    let gw = Gateway::start(&replicated(&[&host.url], "")).await;
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let mut r = run_stream(&gw, &format!("m{i}")).await;
+        next_chunk(&mut r).await.unwrap();
+        streams.push(r);
+    }
+    // Every client leaves at once, as when a load balancer restarts.
+    drop(streams);
+    let state = gw.state.clone();
+    eventually("40 cancels queued, 32 of them held by the host", || {
+        let (state, host) = (state.clone(), host.clone());
+        async move { state.background.len() == 40 && host.cancels_in_flight.load(SeqCst) == 32 }
+    })
+    .await;
+    host.gate.add_permits(40);
+    eventually("every cancel reached the host", || {
+        let host = host.clone();
+        async move { host.cancels_done.load(SeqCst) == 40 }
+    })
+    .await;
+    assert_eq!(host.most_cancels_at_once.load(SeqCst), 32);
+}

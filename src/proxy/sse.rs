@@ -355,6 +355,8 @@ impl SseRelay {
         let replica = self.ctx.in_flight.replica().clone();
         let bearer = self.ctx.bearer.clone();
         self.ctx.state.background.spawn(async move {
+            // Closed never: the semaphore lives as long as the replica.
+            let _slot = replica.gateway_cancels.acquire().await;
             let client = &replica.client;
             let timeout = upstream.config.first_byte_timeout.min(Duration::from_secs(10));
             let result = client

@@ -43,7 +43,15 @@ pub struct Replica {
     max_concurrent: Option<usize>,
     policy: EjectionPolicy,
     health: Mutex<Health>,
+    /// Slots for the cancels the gateway sends on its own (a client left
+    /// mid-stream). When a load balancer restarts, thousands of streams end
+    /// at once: their cancels queue here instead of opening thousands of
+    /// connections to the host in the same instant.
+    pub gateway_cancels: Semaphore,
 }
+
+/// Cancels the gateway sends to one replica at once, at most.
+const GATEWAY_CANCELS_AT_ONCE: usize = 32;
 
 /// Held while a request is in flight on a replica (including its streamed
 /// body); releases the bulkhead slot and the in-flight count on drop.
@@ -78,6 +86,7 @@ impl Replica {
             max_concurrent,
             policy,
             health: Mutex::new(Health::default()),
+            gateway_cancels: Semaphore::new(GATEWAY_CANCELS_AT_ONCE),
         }
     }
 
