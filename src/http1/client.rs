@@ -187,41 +187,54 @@ impl Connection {
     /// interim answers); says whether the connection may be kept.
     async fn read_head(&mut self) -> Result<(http::response::Parts, bool), SendError> {
         loop {
-            let mut raw = [const { MaybeUninit::uninit() }; codec::MAX_HEADERS];
-            let mut fields = [codec::FieldIndex::default(); codec::MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default()
-                .parse_response_with_uninit_headers(&mut response, &self.buf, &mut raw)
-                .map_err(FramingError::from)?;
-            let httparse::Status::Complete(len) = parsed else {
-                if self.buf.len() >= codec::MAX_HEAD {
-                    return Err(FramingError::HeadTooLarge.into());
+            match self.parse_head()? {
+                Some(Head::Final(parts, keep_alive)) => return Ok((parts, keep_alive)),
+                Some(Head::Interim) => continue,
+                None => {
+                    if self.buf.len() >= codec::MAX_HEAD {
+                        return Err(FramingError::HeadTooLarge.into());
+                    }
+                    if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                        return Err(FramingError::Incomplete.into());
+                    }
                 }
-                if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
-                    return Err(FramingError::Incomplete.into());
-                }
-                continue;
-            };
-            let status = StatusCode::from_u16(response.code.unwrap_or(0))
-                .map_err(|_| FramingError::Header("status".into()))?;
-            let version = if response.version == Some(0) {
-                Version::HTTP_10
-            } else {
-                Version::HTTP_11
-            };
-            let count = codec::index_fields(response.headers, &self.buf, &mut fields);
-            let head = self.buf.split_to(len).freeze();
-            if status.is_informational() {
-                continue;
             }
-            let headers = codec::header_map(&fields[..count], &head)?;
-            let keep_alive = keeps_alive(version, &headers);
-            let mut parts = http::Response::new(()).into_parts().0;
-            parts.status = status;
-            parts.version = version;
-            parts.headers = headers;
-            return Ok((parts, keep_alive));
         }
+    }
+
+    /// Takes a complete response head off the buffer, if there is one. Kept
+    /// out of the `async fn` so the header slots never live in its future.
+    fn parse_head(&mut self) -> Result<Option<Head>, FramingError> {
+        let mut raw = [const { MaybeUninit::uninit() }; codec::MAX_HEADERS];
+        let mut fields = [codec::FieldIndex::default(); codec::MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &self.buf,
+            &mut raw,
+        )?;
+        let httparse::Status::Complete(len) = parsed else {
+            return Ok(None);
+        };
+        let status = StatusCode::from_u16(response.code.unwrap_or(0))
+            .map_err(|_| FramingError::Header("status".into()))?;
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let count = codec::index_fields(response.headers, &self.buf, &mut fields);
+        let head = self.buf.split_to(len).freeze();
+        if status.is_informational() {
+            return Ok(Some(Head::Interim));
+        }
+        let headers = codec::header_map(&fields[..count], &head)?;
+        let keep_alive = keeps_alive(version, &headers);
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        Ok(Some(Head::Final(parts, keep_alive)))
     }
 
     /// Reads what the socket has into the buffer: the byte count, 0 at the
@@ -237,6 +250,14 @@ impl Connection {
         // a short read drained the socket, saving the next read's EAGAIN.
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
+}
+
+/// A response head taken off the buffer.
+enum Head {
+    /// A `1xx` answer, to be skipped.
+    Interim,
+    /// The answer, and whether the connection may be kept.
+    Final(http::response::Parts, bool),
 }
 
 /// Whether a response lets the connection carry another request.
