@@ -375,8 +375,10 @@ fn run(opts: Opts) -> Result<bool, String> {
                 + m.sse.as_ref().map_or(0, |s| s.errors)
                 + m.idle.as_ref().map_or(0, |i| i.errors);
             let required = matches!(kind, Kind::Direct | Kind::Gateway);
-            let missing =
-                m.runs.len() < opts.connections.len() || m.sse.is_none() || m.idle.is_none();
+            let wanted = |w: &str| opts.workloads.iter().any(|x| x == w);
+            let missing = (wanted("runs") && m.runs.len() < opts.connections.len())
+                || (wanted("sse") && m.sse.is_none())
+                || (wanted("idle") && m.idle.is_none());
             if errors > 0 || (required && missing) {
                 let level = if required { "error" } else { "warning" };
                 eprintln!(
