@@ -13,3 +13,4 @@
 //! chunk goes from one socket to the other as the same `Bytes`.
 
 pub mod codec;
+pub mod server;
