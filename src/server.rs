@@ -25,22 +25,16 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use axum::body::Body;
-use http::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use futures::FutureExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 use crate::layers::App;
 use crate::state::SharedState;
-use crate::{layers, routes, upstream};
+use crate::{http1, layers, routes, upstream};
 
 /// How long streams cut at the drain deadline get to flush their error event,
 /// and cancels of their runs get to reach the hosts.
@@ -136,7 +130,6 @@ async fn accept_and_serve(
     stop: CancellationToken,
 ) -> io::Result<()> {
     let local = TaskTracker::new();
-    let builder = connection_builder();
     let mut next = 0usize;
     loop {
         let stream = tokio::select! {
@@ -153,7 +146,7 @@ async fn accept_and_serve(
             },
         };
         if workers.is_empty() {
-            serve_connection(&builder, stream, &app, &local, &stop);
+            serve_connection(stream, &app, &local, &stop);
             continue;
         }
         let worker = &workers[next % workers.len()];
@@ -202,13 +195,12 @@ impl Worker {
             .spawn(move || {
                 runtime.block_on(async move {
                     let open = TaskTracker::new();
-                    let builder = connection_builder();
                     while let Some(stream) = incoming.recv().await {
                         let stream = stream
                             .set_nonblocking(true)
                             .and_then(|()| TcpStream::from_std(stream));
                         match stream {
-                            Ok(stream) => serve_connection(&builder, stream, &app, &open, &stop),
+                            Ok(stream) => serve_connection(stream, &app, &open, &stop),
                             Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
                         }
                     }
@@ -224,42 +216,20 @@ impl Worker {
     }
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
-    auto::Builder::new(TokioExecutor::new())
-}
-
-/// Serves one connection on the current runtime; on `stop` it finishes the
-/// request in flight (streams included) and closes.
-fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    app: &App,
-    open: &TaskTracker,
-    stop: &CancellationToken,
-) {
+/// Serves one connection on the current runtime, with the gateway's own
+/// HTTP/1.1 framing ([`http1::server`]); on `stop` it finishes the request
+/// in flight (streams included) and closes.
+fn serve_connection(stream: TcpStream, app: &App, open: &TaskTracker, stop: &CancellationToken) {
     let _ = stream.set_nodelay(true);
-    let service = app
-        .clone()
-        .map_request(|request: Request<Incoming>| request.map(Body::new));
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-        .into_owned();
-    let stop = stop.clone();
-    open.spawn(async move {
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
-        }
-        if let Err(e) = connection.await {
+    let connection = http1::server::serve_connection(stream, app.clone(), stop.clone());
+    // `map`, not an async block around it, which would hold the future
+    // twice (as captured and as awaited): its size is what an open
+    // connection costs.
+    open.spawn(connection.map(|result| {
+        if let Err(e) = result {
             tracing::trace!(error = %e, "connection ended with an error");
         }
-    });
+    }));
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

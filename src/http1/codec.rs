@@ -204,6 +204,17 @@ impl Decoder {
         matches!(self.state, State::UntilClose)
     }
 
+    /// Bytes of the body not decoded yet, when that is known in advance (a
+    /// `Content-Length` body, or one that has ended): a body's exact size
+    /// hint.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(left) => Some(left),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
     /// The next piece of body in `buf`, consuming it (and any framing).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
         loop {
@@ -438,6 +449,17 @@ mod tests {
         ));
         let (body, _) = decode_all(BodyKind::UntilClose, &[b"ab", b"c"]).unwrap();
         assert_eq!(body, b"abc");
+    }
+
+    #[test]
+    fn remaining_counts_down_a_length_body_only() {
+        let mut decoder = Decoder::new(BodyKind::Length(5));
+        let mut buf = BytesMut::from(&b"abc"[..]);
+        assert_eq!(decoder.remaining(), Some(5));
+        decoder.decode(&mut buf).unwrap();
+        assert_eq!(decoder.remaining(), Some(2));
+        assert_eq!(Decoder::new(BodyKind::Chunked).remaining(), None);
+        assert_eq!(Decoder::new(BodyKind::Empty).remaining(), Some(0));
     }
 
     #[test]

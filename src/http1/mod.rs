@@ -14,3 +14,4 @@
 
 pub mod client;
 pub mod codec;
+pub mod server;

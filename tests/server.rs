@@ -1,0 +1,90 @@
+//! The listener's own HTTP/1.1 framing, end to end through the gateway:
+//! raw requests on one kept-alive connection, a malformed request, and
+//! HTTP/2 with prior knowledge (h2c), which is handed to hyper.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `requests` on one connection (the last one closing it) and
+/// returns everything the gateway answered.
+async fn exchange(gw: &Gateway, requests: &[u8]) -> String {
+    let mut stream = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(requests).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway did not close the connection")
+    .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let host = MockHost::start("h").await;
+    let gw = Gateway::start(&workflow("echo", &host.url, "echo")).await;
+    let answer = exchange(
+        &gw,
+        b"POST /workflows/echo/runs HTTP/1.1\r\nhost: gw\r\n\
+          content-type: application/x-www-form-urlencoded\r\ncontent-length: 23\r\n\r\n\
+          message=hi&stream=false\
+          GET /health HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let answers: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).collect();
+    let [run, health] = answers[..] else {
+        panic!("two answers expected: {answer}");
+    };
+    assert!(run.starts_with("200 OK\r\n"), "{answer}");
+    assert!(
+        run.contains("\"path\":\"/workflows/echo/runs\""),
+        "{answer}"
+    );
+    assert!(!run.contains("connection:"), "{answer}");
+    assert!(health.starts_with("200 OK\r\n"), "{answer}");
+    assert!(health.contains("connection: close\r\n"), "{answer}");
+    assert!(health.contains("\"status\":\"ok\""), "{answer}");
+    assert_eq!(host.last().body, "message=hi&stream=false");
+}
+
+#[tokio::test]
+async fn a_malformed_request_gets_the_json_400() {
+    let gw = Gateway::start("").await;
+    let answer = exchange(&gw, b"GET /health HTTP/1.1\r\nhost gw\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("content-type: application/json\r\n"));
+    assert!(answer.ends_with("\r\n\r\n{\"detail\":\"Invalid HTTP request received.\"}"));
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_reaches_the_routes() {
+    let host = MockHost::start("h").await;
+    let gw = Gateway::start(&workflow("echo", &host.url, "echo")).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let health = h2.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
+    assert_eq!(health.status(), 200);
+    let run = h2
+        .post(gw.url("/workflows/echo/runs"))
+        .form(&[("message", "over h2"), ("stream", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 200);
+    let body: serde_json::Value = run.json().await.unwrap();
+    assert_eq!(body["path"], "/workflows/echo/runs");
+}
