@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -224,7 +224,11 @@ impl Connection {
             Version::HTTP_11
         };
         let count = codec::index_fields(response.headers, &self.buf, &mut fields);
-        let head = self.buf.split_to(len).freeze();
+        // The head gets its own allocation of exactly its size: header
+        // values kept for as long as a stream lasts would otherwise keep the
+        // whole read buffer alive.
+        let head = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
         if status.is_informational() {
             return Ok(Some(Head::Interim));
         }

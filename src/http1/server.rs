@@ -290,35 +290,34 @@ async fn until(deadline: Option<Instant>) {
 /// The request head at the start of `buf`, taken out of it; `None` until
 /// the whole head is there.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request<()>, BodyKind)>, FramingError> {
-    let len = {
-        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        match httparse::Request::new(&mut []).parse_with_uninit_headers(buf, &mut fields)? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => return Ok(None),
-        }
-    };
-    // The head gets its own allocation of exactly its size: the app may keep
-    // the URI and header values (slices of it) for as long as a stream
-    // lasts, and slices of the read buffer would keep all of it alive. It is
-    // parsed again there (httparse is fast; the slices must point into it).
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
+    fn invalid<E>(_: E) -> FramingError {
+        FramingError::Head(httparse::Error::Token)
+    }
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
-    parsed.parse_with_uninit_headers(&head, &mut fields)?;
+    let len = match parsed.parse_with_uninit_headers(buf, &mut fields)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
         _ => return Err(httparse::Error::Version.into()),
     };
-    fn invalid<E>(_: E) -> FramingError {
-        FramingError::Head(httparse::Error::Token)
-    }
     let method =
         Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(invalid)?;
-    let target = head.slice_ref(parsed.path.unwrap_or_default().as_bytes());
-    let uri = Uri::from_maybe_shared(target).map_err(invalid)?;
-    let headers = codec::header_map(parsed.headers, &head)?;
+    let path = parsed.path.unwrap_or_default();
+    let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = target_start..target_start + path.len();
+    let mut index = [codec::FieldIndex::default(); MAX_HEADERS];
+    let count = codec::index_fields(parsed.headers, buf, &mut index);
+    // The head gets its own allocation of exactly its size: the app may keep
+    // the URI and header values (slices of it) for as long as a stream
+    // lasts, and slices of the read buffer would keep all of it alive.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
+    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(invalid)?;
+    let headers = codec::header_map(&index[..count], &head)?;
     let kind = codec::body_kind(&headers, true)?;
     let mut request = Request::new(());
     *request.method_mut() = method;
@@ -1081,12 +1080,10 @@ mod tests {
                 let mut parsed = httparse::Response::new(&mut fields);
                 if let httparse::Status::Complete(len) = parsed.parse(&self.buf).unwrap() {
                     let status = parsed.code.unwrap();
-                    let head = Bytes::copy_from_slice(&self.buf[..len]);
-                    let mut fields = [httparse::EMPTY_HEADER; 64];
-                    let mut parsed = httparse::Response::new(&mut fields);
-                    parsed.parse(&head).unwrap();
-                    let headers = codec::header_map(parsed.headers, &head).unwrap();
-                    self.buf.advance(len);
+                    let mut index = [codec::FieldIndex::default(); 64];
+                    let count = codec::index_fields(parsed.headers, &self.buf, &mut index);
+                    let head = self.buf.split_to(len).freeze();
+                    let headers = codec::header_map(&index[..count], &head).unwrap();
                     return (status, headers);
                 }
                 assert!(self.read().await > 0, "closed before a response head");
