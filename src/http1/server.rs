@@ -55,6 +55,27 @@ use super::codec::{
     self, BodyKind, ChunkHead, Decoded, Decoder, FramingError, LAST_CHUNK, MAX_HEAD, MAX_HEADERS,
 };
 
+/// What a connection serves: the app, or any tower service of its shape.
+pub trait AppService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// What one read reserves: room for a typical head and a small body.
 const READ_SIZE: usize = 4096;
 /// How long a request head may take once its first byte arrived.
@@ -78,11 +99,7 @@ pub fn serve_connection<S>(
     stop: CancellationToken,
 ) -> impl Future<Output = io::Result<()>> + Send + 'static
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: AppService,
 {
     // An async block, not an async fn, whose future keeps room for its
     // arguments twice (rust-lang/rust#62958): this future's size is what an
@@ -836,11 +853,7 @@ async fn serve_other<S>(
     stop: CancellationToken,
 ) -> io::Result<()>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: AppService,
 {
     match head {
         Ok(Head::Http2) => serve_h2(reader, write, service, stop).await,
@@ -894,11 +907,7 @@ async fn serve_h2<S>(
     stop: CancellationToken,
 ) -> io::Result<()>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: AppService,
 {
     let stream = reader.io.reunite(write).map_err(io::Error::other)?;
     let io = Rewind {
@@ -1018,11 +1027,7 @@ mod tests {
     /// A client connected to `serve_connection` running `service`.
     async fn connect<S>(service: S) -> (Client, CancellationToken, JoinHandle<io::Result<()>>)
     where
-        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: AppService,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
