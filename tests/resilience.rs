@@ -171,7 +171,10 @@ async fn a_killed_replica_ends_only_its_own_streams_among_500() {
 async fn a_refused_replica_is_skipped_before_anything_is_sent() {
     let dead = refusing_url().await;
     let live = MockHost::start("live").await;
-    let gw = Gateway::start(&replicated(&[&dead, &live.url], "health_checks = false\n")).await;
+    // A long ejection, so that a slow machine cannot see it end before the
+    // check below.
+    let extra = "health_checks = false\neject_base = 60\n";
+    let gw = Gateway::start(&replicated(&[&dead, &live.url], extra)).await;
     for _ in 0..20 {
         assert_eq!(run_json(&gw).await, 200);
     }
