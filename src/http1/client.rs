@@ -266,17 +266,9 @@ enum Head {
 
 /// Whether a response lets the connection carry another request.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let connection = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     match version {
-        Version::HTTP_10 => connection("keep-alive"),
-        _ => !connection("close"),
+        Version::HTTP_10 => codec::connection_option(headers, "keep-alive"),
+        _ => !codec::connection_option(headers, "close"),
     }
 }
 

@@ -140,6 +140,17 @@ pub fn header_map(fields: &[FieldIndex], head: &Bytes) -> Result<HeaderMap, Fram
     Ok(headers)
 }
 
+/// Whether a `Connection` field of `headers` names `option` (`close`,
+/// `keep-alive`), in any case and list position.
+pub fn connection_option(headers: &HeaderMap, option: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|o| o.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+    })
+}
+
 /// Appends `name: value` lines for every field of `headers`.
 pub fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {

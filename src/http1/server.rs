@@ -380,13 +380,7 @@ impl Managed {
 
     /// Whether a `Connection` field lists `option`.
     fn connection_has(&self, headers: &HeaderMap, option: &str) -> bool {
-        self.connection
-            && headers.get_all(header::CONNECTION).iter().any(|value| {
-                value
-                    .as_bytes()
-                    .split(|&b| b == b',')
-                    .any(|o| o.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
-            })
+        self.connection && codec::connection_option(headers, option)
     }
 }
 
