@@ -21,10 +21,6 @@ use tokio::net::TcpStream;
 
 use super::codec::{self, BodyKind, ChunkHead, Decoded, Decoder, FramingError, LAST_CHUNK};
 
-/// How much is read from the host at a time. Small, because thousands of
-/// streams may be open; a larger answer is simply read in more steps.
-const READ_CHUNK: usize = 4096;
-
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -241,18 +237,8 @@ impl Connection {
         Ok(Some(Head::Final(parts, keep_alive)))
     }
 
-    /// Reads what the socket has into the buffer: the byte count, 0 at the
-    /// end of the stream. Memory is taken only once the socket is readable.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            if self.buf.is_empty() {
-                ready!(self.stream.poll_read_ready(cx))?;
-            }
-            self.buf.reserve(READ_CHUNK);
-        }
-        // A read through `AsyncRead` (not `try_read`) lets tokio note that
-        // a short read drained the socket, saving the next read's EAGAIN.
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+        codec::poll_fill(&mut self.stream, &mut self.buf, cx)
     }
 }
 
@@ -317,17 +303,11 @@ impl Body for ResponseBody {
                 return Poll::Ready(None);
             };
             let decoded = match this.decoder.decode(&mut connection.buf) {
-                Ok(Decoded::NeedMore) => {
-                    if connection.buf.is_empty() {
-                        // Nothing held while waiting: a quiet stream keeps no buffer.
-                        connection.buf = BytesMut::new();
-                    }
-                    match ready!(connection.poll_fill(cx)) {
-                        Ok(0) => this.decoder.decode_eof().map_err(SendError::from),
-                        Ok(_) => continue,
-                        Err(e) => Err(e.into()),
-                    }
-                }
+                Ok(Decoded::NeedMore) => match ready!(connection.poll_fill(cx)) {
+                    Ok(0) => this.decoder.decode_eof().map_err(SendError::from),
+                    Ok(_) => continue,
+                    Err(e) => Err(e.into()),
+                },
                 other => other.map_err(SendError::from),
             };
             return match decoded {

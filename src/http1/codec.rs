@@ -7,10 +7,14 @@
 //! and the socket it is written to.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 /// Longest request or response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -370,6 +374,51 @@ impl ChunkHead {
 
 /// The last chunk and the end of a chunked body (no trailers).
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// What one read reserves: room for a typical head and a small body. Small,
+/// because thousands of streams may be open; more is read in more steps.
+pub const READ_SIZE: usize = 4096;
+
+/// The socket behind a connection's read side: readiness is asked of it
+/// before any buffer is reserved.
+pub trait ReadSocket: AsyncRead + Unpin {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl ReadSocket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ReadSocket for OwnedReadHalf {
+    fn socket(&self) -> &TcpStream {
+        self.as_ref()
+    }
+}
+
+/// Reads what the socket has into `buf`: the byte count, 0 at the end of
+/// the stream. An empty buffer is given back before waiting and nothing is
+/// reserved until the socket is readable, so a waiting connection (an idle
+/// keep-alive, a quiet event stream) holds no buffer.
+pub fn poll_fill<R: ReadSocket>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        if buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        ready!(io.socket().poll_read_ready(cx))?;
+    }
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    // Through `AsyncRead` (not `try_read`): tokio then notes that a short
+    // read drained the socket, which saves the next read's EAGAIN.
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
 
 /// Writes all of `parts` (at most [`MAX_PARTS`]) with as few vectored
 /// writes as the socket allows: a head and a body chunk usually leave in one

@@ -43,7 +43,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
@@ -76,8 +76,6 @@ impl<S> AppService for S where
 {
 }
 
-/// What one read reserves: room for a typical head and a small body.
-const READ_SIZE: usize = 4096;
 /// How long a request head may take once its first byte arrived.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Room in a response head beyond its fields: status line, date, framing
@@ -223,18 +221,8 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads what the socket has into `buf`: 0 at the end of the stream.
-    /// Nothing is reserved until the socket is readable, and an empty buffer
-    /// is given back before waiting, so a waiting connection holds none.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
-        }
-        ready!(self.io.as_ref().poll_read_ready(cx))?;
-        self.buf.reserve(READ_SIZE);
-        // `read_buf` (not `try_read_buf`): a short read clears the socket's
-        // readiness, which saves a read that would only find nothing.
-        pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+        codec::poll_fill(&mut self.io, &mut self.buf, cx)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -982,6 +970,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
+    use tokio::io::AsyncReadExt as _;
 
     type Answer = futures::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
