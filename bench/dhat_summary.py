@@ -3,11 +3,14 @@
     dhat_summary.py allocs DHAT_OUT REQUESTS   # heap blocks allocated per request, by call site
     dhat_summary.py held DHAT_OUT STREAMS      # heap bytes held per open stream at the peak, by call site
 
+TOP=n shows the n biggest call sites (default 20).
+
 A call site is named by its first three frames outside the allocator and
 the standard library's collection internals.
 """
 
 import json
+import os
 import re
 import sys
 
@@ -53,7 +56,7 @@ def main() -> None:
         print(f"heap bytes held per open stream at the peak: {total_bytes / count:.0f} "
               f"({total_bytes} over {count} streams)")
     ranked = sorted(by_site.items(), key=lambda kv: -kv[1][1 if allocs else 0])
-    for key, (bytes_, blocks) in ranked[:20]:
+    for key, (bytes_, blocks) in ranked[: int(os.environ.get("TOP", "20"))]:
         print(f"  {blocks / count:6.2f} blocks {bytes_ / count:7.0f} B per {unit}  {key}")
 
 

@@ -4,7 +4,7 @@
 #   bench/profile.sh cpu [connections] [seconds]      -> user and system CPU µs per run request (/proc)
 #   bench/profile.sh allocs [seconds]                 -> heap allocations per run request, by call site (valgrind dhat)
 #   bench/profile.sh held [streams]                   -> heap bytes held per open idle stream, by call site (valgrind dhat)
-#   bench/profile.sh perf [connections] [seconds]     -> target/bench/perf.svg (flamegraph; needs `cargo install inferno`)
+#   bench/profile.sh perf [connections] [seconds]     -> target/bench/perf.svg (flamegraph with `cargo install inferno`; a flat profile without)
 #   bench/profile.sh callgrind [requests]             -> instructions per request (stable across runs)
 #   bench/profile.sh syscalls [connections] [seconds] -> syscalls per request (strace -c)
 # Builds a release binary with line tables into target/profiling.
@@ -88,6 +88,7 @@ PY
     start_gateway valgrind --tool=dhat --dhat-out-file="$work/dhat.out" "$gateway"
     "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms $((secs * 1000)) > "$work/load.out"
     kill -TERM "$gw_pid"; wait "$gw_pid" || true
+    cp "$work/dhat.out" "$out/dhat-allocs.json"
     python3 bench/dhat_summary.py allocs "$work/dhat.out" "$(requests_in "$work/load.out")"
     ;;
   held)
@@ -103,9 +104,17 @@ PY
     perf record -e cpu-clock -F 2999 -g --call-graph dwarf,16384 -o "$work/perf.data" -p "$gw_pid" -- sleep "$secs" 2> /dev/null
     wait $load
     cat "$work/load.out"
-    perf script -i "$work/perf.data" 2> /dev/null | inferno-collapse-perf > "$out/perf.folded"
-    inferno-flamegraph < "$out/perf.folded" > "$out/perf.svg"
-    echo "flamegraph: $out/perf.svg (folded stacks: $out/perf.folded)"
+    cp "$work/perf.data" "$out/perf.data"
+    if command -v inferno-flamegraph > /dev/null; then
+      perf script -i "$work/perf.data" 2> /dev/null | inferno-collapse-perf > "$out/perf.folded"
+      inferno-flamegraph < "$out/perf.folded" > "$out/perf.svg"
+      echo "flamegraph: $out/perf.svg (folded stacks: $out/perf.folded)"
+    else
+      # No inferno: the flat profile, by binary and symbol.
+      perf report -i "$work/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none 2> /dev/null |
+        grep -v '^$' | grep -v '^#' | grep '%' | head -60
+      echo "perf data: $out/perf.data (perf report -i $out/perf.data)"
+    fi
     ;;
   callgrind)
     requests=${2:-2000}
@@ -120,6 +129,7 @@ PY
     total=$(ls -t "$work"/callgrind.out* | head -1)
     ir=$(callgrind_annotate "$total" 2> /dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
     echo "requests (in window): $done_requests; instructions: $ir; per request: $((ir / done_requests))"
+    cp "$total" "$out/callgrind.out"
     callgrind_annotate "$total" 2> /dev/null | head -60 > "$out/callgrind.txt"
     echo "top functions: $out/callgrind.txt"
     ;;

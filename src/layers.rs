@@ -8,10 +8,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use axum::routing::future::RouteFuture;
 use futures::FutureExt;
 use futures::future::{Either, Map};
 use http::header::{self, HeaderName, HeaderValue};
@@ -20,7 +18,8 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer}
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::ServerConfig;
-use crate::observability;
+use crate::observability::access::{Access, AccessLayer};
+use crate::routes::Routes;
 use crate::state::SharedState;
 
 /// `X-Request-Id`: kept when the caller sends one, created otherwise, sent to
@@ -30,13 +29,13 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// What the listener serves: the routes inside every layer.
 pub type App = NormalizePath<OriginGatedCors>;
 
+/// The routes inside the access layer.
+type Logged = Access<Routes>;
+
 /// Wraps `routes` in every layer.
-pub fn apply(routes: Router, state: &SharedState) -> App {
+pub fn apply(routes: Routes, state: &SharedState) -> App {
     let server = &state.server;
-    let routes = routes.layer(observability::access::AccessLayer::new(
-        state.clone(),
-        server.max_body_bytes,
-    ));
+    let routes = AccessLayer::new(state.clone(), server.max_body_bytes).layer(routes);
     let gated = OriginGatedCors {
         cors: cors(server).layer(routes.clone()),
         plain: routes,
@@ -50,20 +49,22 @@ pub fn apply(routes: Router, state: &SharedState) -> App {
 /// Skipping the layer for those also skips its per-response header building.
 #[derive(Clone)]
 pub struct OriginGatedCors {
-    cors: Cors<Router>,
-    plain: Router,
+    cors: Cors<Logged>,
+    plain: Logged,
 }
 
-type PlainFuture =
-    Map<RouteFuture<Infallible>, fn(Result<Response, Infallible>) -> Result<Response, Infallible>>;
+type PlainFuture = Map<
+    <Logged as Service<Request>>::Future,
+    fn(Result<Response, Infallible>) -> Result<Response, Infallible>,
+>;
 
 impl Service<Request> for OriginGatedCors {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<<Cors<Router> as Service<Request>>::Future, PlainFuture>;
+    type Future = Either<<Cors<Logged> as Service<Request>>::Future, PlainFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A router is always ready; both are asked so neither is called unready.
+        // The router is always ready; both are asked so neither is called unready.
         match Service::<Request>::poll_ready(&mut self.cors, cx) {
             Poll::Ready(Ok(())) => Service::<Request>::poll_ready(&mut self.plain, cx),
             other => other,

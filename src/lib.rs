@@ -9,7 +9,8 @@
 //! - [`http1`]: the gateway's own HTTP/1.1 framing, for callers and for hosts.
 //! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
 //! - [`observability`]: Prometheus metrics and the access log layer.
-//! - [`routes`]: the AgentOS surface, one file per resource (`health`, `config`, `workflows`).
+//! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
+//!   resource (`health`, `config`, `workflows`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
 //! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
 //! - [`client`]: the Rust `RemoteWorkflow` library, and the per-host HTTP client and error

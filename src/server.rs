@@ -46,7 +46,7 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = layers::apply(routes::router(state.clone()), &state);
+    let app = layers::apply(routes::Routes::new(state.clone()), &state);
     let stop_upkeep = CancellationToken::new();
     upstream::health::spawn(&state.upstreams, &stop_upkeep);
     let _stop_upkeep_on_return = stop_upkeep.drop_guard();

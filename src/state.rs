@@ -1,5 +1,5 @@
 //! `AppState`: everything the request handlers share, built once at start-up
-//! and passed to axum behind one `Arc`.
+//! and passed to every handler behind one `Arc`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -109,12 +109,27 @@ async fn unknown_workflow_and_route_get_agentos_404s() {
         r.json::<serde_json::Value>().await.unwrap(),
         json!({"detail":"Not Found"})
     );
-    let r = c.delete(gw.url("/workflows")).send().await.unwrap();
-    assert_eq!(r.status(), 405);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap(),
-        json!({"detail":"Method Not Allowed"})
-    );
+    for (method, path, allow) in [
+        ("DELETE", "/workflows", "GET, HEAD"),
+        ("PUT", "/workflows/echo/runs", "GET, HEAD, POST"),
+        ("GET", "/workflows/echo/runs/r1/cancel", "POST"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), gw.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap(),
+            json!({"detail":"Method Not Allowed"})
+        );
+    }
+    // HEAD is answered wherever GET is, without a body.
+    let r = c.head(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
     assert!(host.recorded().is_empty());
 }
 

@@ -6,11 +6,12 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
 use http_body::{Frame, SizeHint};
@@ -22,6 +23,7 @@ use super::metrics::{RequestLabels, RouteLabels};
 use crate::error::GatewayError;
 use crate::layers::REQUEST_ID;
 use crate::proxy::Forwarded;
+use crate::routes::Matched;
 use crate::state::SharedState;
 
 /// How a response body ended.
@@ -68,10 +70,7 @@ impl AccessRecord {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes arrive every few seconds from every load balancer; keep them
         // out of the default log level.
-        let quiet = matches!(
-            self.labels.route.as_str(),
-            "/health" | "/ready" | "/metrics"
-        );
+        let quiet = matches!(self.labels.route, "/health" | "/ready" | "/metrics");
         macro_rules! access {
             ($level:ident) => {
                 tracing::$level!(
@@ -194,11 +193,7 @@ where
         );
         tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
 
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str)
-            .to_owned();
+        let route = Matched::of(request.uri().path()).map_or("unmatched", |m| m.route.template());
         let workflow = workflow_label(&state, request.uri().path());
         let method = request.method().clone();
         let uri = request.uri().clone();
@@ -296,12 +291,10 @@ fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
 
 /// The configured workflow a path names, or "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
-fn workflow_label(state: &SharedState, path: &str) -> String {
+fn workflow_label(state: &SharedState, path: &str) -> Arc<str> {
     path.strip_prefix("/workflows/")
-        .map(|rest| rest.split('/').next().unwrap_or(""))
-        .filter(|id| state.upstreams.get(id).is_some())
-        .unwrap_or("")
-        .to_owned()
+        .and_then(|rest| state.upstreams.get(rest.split('/').next()?))
+        .map_or_else(|| state.metrics.no_workflow.clone(), |u| u.label.clone())
 }
 
 pin_project! {

@@ -6,7 +6,7 @@
 //! it gives typed label sets and the exposition format without hand-written
 //! encoding.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,16 +22,17 @@ use crate::upstream::cache::CacheStats;
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub workflow: String,
-    pub route: String,
+    pub workflow: Arc<str>,
+    pub route: &'static str,
     pub status: u16,
 }
 
-/// Labels of latency histograms.
+/// Labels of latency histograms. Shared and static strings, so that the
+/// label set built for every request's look-ups copies no string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub workflow: String,
-    pub route: String,
+    pub workflow: Arc<str>,
+    pub route: &'static str,
 }
 
 /// Labels of an upstream failure.
@@ -80,6 +81,8 @@ pub struct Metrics {
     pub time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_streams: Gauge,
+    /// The `workflow` label of requests that name no configured workflow.
+    pub no_workflow: Arc<str>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     replica_healthy: Family<ReplicaLabels, Gauge>,
@@ -166,6 +169,7 @@ impl Metrics {
             time_to_first_byte,
             overhead,
             active_streams,
+            no_workflow: Arc::from(""),
             upstream_errors,
             cache,
             scrape: Mutex::new(()),

@@ -3,7 +3,6 @@
 //! `RemoteWorkflow.db` and the AgentOS web UI work through the gateway.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 
@@ -15,23 +14,20 @@ const DB_DOMAINS: &[&str] = &[
     "session", "metrics", "memory", "learning", "evals", "traces",
 ];
 
-pub async fn config(State(state): State<SharedState>, headers: HeaderMap) -> Json<Value> {
-    let refresh = wants_fresh(&headers);
-    let host_fetches = state.upstreams.groups().iter().map(|group| {
-        let state = &state;
-        async move {
-            match state.cache.host_config(group, refresh).await {
-                Ok(cached) => Some(cached.doc),
-                Err(error) => {
-                    state.note_upstream_error(group, &error);
-                    tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
-                    None
-                }
+pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
+    let refresh = wants_fresh(headers);
+    let host_fetches = state.upstreams.groups().iter().map(|group| async move {
+        match state.cache.host_config(group, refresh).await {
+            Ok(cached) => Some(cached.doc),
+            Err(error) => {
+                state.note_upstream_error(group, &error);
+                tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
+                None
             }
         }
     });
     let (host_configs, workflows) =
-        futures::future::join(futures::future::join_all(host_fetches), summaries(&state)).await;
+        futures::future::join(futures::future::join_all(host_fetches), summaries(state)).await;
     let host_configs: Vec<_> = host_configs.into_iter().flatten().collect();
 
     let mut databases: Vec<Value> = Vec::new();

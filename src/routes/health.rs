@@ -2,7 +2,6 @@
 //! `/info`, answered the way AgentOS answers them. None of them calls a host.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
@@ -10,13 +9,13 @@ use serde_json::{Value, json};
 use crate::state::SharedState;
 
 /// Liveness, exactly AgentOS's body: the process is up and serving.
-pub async fn health(State(state): State<SharedState>) -> Json<Value> {
+pub fn health(state: &SharedState) -> Json<Value> {
     Json(json!({ "status": "ok", "instantiated_at": state.instantiated_at }))
 }
 
 /// Readiness: config loaded and not draining. Never depends on a host being
 /// up, so one dead host cannot take every gateway replica out of rotation.
-pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
+pub fn ready(state: &SharedState) -> impl IntoResponse {
     if state.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -31,14 +30,14 @@ pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
 }
 
 /// AgentOS's home route.
-pub async fn home(State(state): State<SharedState>) -> Json<Value> {
+pub fn home(state: &SharedState) -> Json<Value> {
     let name = state.server.name.as_deref().unwrap_or("AgentOS");
     Json(json!({ "name": name, "health": "/health", "info": "/info" }))
 }
 
 /// AgentOS's `/info`: what `agno connect` reads to discover the auth mode.
 /// The gateway itself checks no credentials; hosts do.
-pub async fn info(State(state): State<SharedState>) -> Json<Value> {
+pub fn info(state: &SharedState) -> Json<Value> {
     Json(json!({
         "os_id": state.server.os_id,
         "name": state.server.name,

@@ -1,13 +1,12 @@
 //! `GET /metrics`: the Prometheus scrape endpoint.
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::state::SharedState;
 
 /// The OpenMetrics text exposition of every gateway metric.
-pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+pub fn metrics(state: &SharedState) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -1,4 +1,13 @@
-//! The AgentOS HTTP surface the gateway answers, grouped by resource.
+//! The AgentOS HTTP surface the gateway answers, grouped by resource, and the
+//! router that hands each request to its handler.
+//!
+//! The router is a `match` over the path's segments instead of axum's
+//! `Router`. The route table is small and fixed, and axum's per-request work
+//! (three boxed futures, two extension maps, path parameters as owned
+//! strings) cost more than everything else the gateway does to route a run
+//! call (see BENCHMARKS.md). What axum's router answered on its own is kept:
+//! 404 and 405 as AgentOS bodies, `Allow` on a 405, HEAD on every GET route,
+//! percent-decoded path parameters.
 
 pub mod config;
 pub mod health;
@@ -6,34 +15,316 @@ pub mod metrics;
 pub mod upstreams;
 pub mod workflows;
 
-use axum::Router;
-use axum::routing::{get, post};
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::ops::Range;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http::Method;
+use http::header::{ALLOW, HeaderValue};
+use tower::Service;
 
 use crate::error::GatewayError;
+use crate::proxy::Call;
 use crate::state::SharedState;
 
-/// All routes, without the cross-cutting layers (see `crate::layers`).
-pub fn router(state: SharedState) -> Router {
-    use workflows::{continue_run, create_run, list_runs, resume_run, run_call_any_owner};
-    Router::new()
-        .route("/", get(health::home))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/info", get(health::info))
-        .route("/metrics", get(metrics::metrics))
-        .route("/gateway/upstreams", get(upstreams::status))
-        .route("/config", get(config::config))
-        .route("/workflows", get(workflows::list))
-        .route("/workflows/{id}", get(workflows::detail))
-        .route("/workflows/{id}/runs", get(list_runs).post(create_run))
-        .route("/workflows/{id}/runs/{run_id}", get(run_call_any_owner))
-        .route(
-            "/workflows/{id}/runs/{run_id}/cancel",
-            post(run_call_any_owner),
-        )
-        .route("/workflows/{id}/runs/{run_id}/continue", post(continue_run))
-        .route("/workflows/{id}/runs/{run_id}/resume", post(resume_run))
-        .fallback(|| async { GatewayError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
-        .with_state(state)
+/// Every route the gateway answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Home,
+    Health,
+    Ready,
+    Info,
+    Metrics,
+    Upstreams,
+    Config,
+    Workflows,
+    Workflow,
+    Runs,
+    Run,
+    Cancel,
+    Continue,
+    Resume,
+}
+
+/// Which methods a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Methods {
+    Get,
+    GetPost,
+    Post,
+}
+
+impl Route {
+    /// The path template, the `route` label of metrics and the access log.
+    pub fn template(self) -> &'static str {
+        match self {
+            Route::Home => "/",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Info => "/info",
+            Route::Metrics => "/metrics",
+            Route::Upstreams => "/gateway/upstreams",
+            Route::Config => "/config",
+            Route::Workflows => "/workflows",
+            Route::Workflow => "/workflows/{id}",
+            Route::Runs => "/workflows/{id}/runs",
+            Route::Run => "/workflows/{id}/runs/{run_id}",
+            Route::Cancel => "/workflows/{id}/runs/{run_id}/cancel",
+            Route::Continue => "/workflows/{id}/runs/{run_id}/continue",
+            Route::Resume => "/workflows/{id}/runs/{run_id}/resume",
+        }
+    }
+
+    fn methods(self) -> Methods {
+        match self {
+            Route::Runs => Methods::GetPost,
+            Route::Cancel | Route::Continue | Route::Resume => Methods::Post,
+            _ => Methods::Get,
+        }
+    }
+}
+
+impl Methods {
+    /// HEAD is answered wherever GET is, as Starlette (and axum) do.
+    fn allow(self, method: &Method) -> bool {
+        let get = matches!(*method, Method::GET | Method::HEAD);
+        match self {
+            Methods::Get => get,
+            Methods::GetPost => get || method == Method::POST,
+            Methods::Post => method == Method::POST,
+        }
+    }
+
+    fn allow_header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Methods::Get => "GET, HEAD",
+            Methods::GetPost => "GET, HEAD, POST",
+            Methods::Post => "POST",
+        })
+    }
+}
+
+/// A matched route and where its parameters sit in the path (still
+/// percent-encoded; spans, so the request can move on while they are read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    id: Range<usize>,
+    run_id: Range<usize>,
+}
+
+impl Matched {
+    /// The route `path` names, if any. A parameter is one non-empty segment.
+    pub fn of(path: &str) -> Option<Matched> {
+        let at = |route| Matched {
+            route,
+            id: 0..0,
+            run_id: 0..0,
+        };
+        let Some(rest) = path.strip_prefix("/workflows/") else {
+            return Some(at(match path {
+                "/" => Route::Home,
+                "/health" => Route::Health,
+                "/ready" => Route::Ready,
+                "/info" => Route::Info,
+                "/metrics" => Route::Metrics,
+                "/gateway/upstreams" => Route::Upstreams,
+                "/config" => Route::Config,
+                "/workflows" => Route::Workflows,
+                _ => return None,
+            }));
+        };
+        let base = path.len() - rest.len();
+        let mut segments = rest.split('/');
+        let span = |segment: &str, start: usize| start..start + segment.len();
+        let id = span(segments.next().filter(|s| !s.is_empty())?, base);
+        let Some(runs) = segments.next() else {
+            return Some(Matched {
+                id,
+                ..at(Route::Workflow)
+            });
+        };
+        if runs != "runs" {
+            return None;
+        }
+        let Some(run_segment) = segments.next() else {
+            return Some(Matched {
+                id,
+                ..at(Route::Runs)
+            });
+        };
+        if run_segment.is_empty() {
+            return None;
+        }
+        let run_id = span(run_segment, id.end + "/runs/".len());
+        let route = match segments.next() {
+            None => Route::Run,
+            Some("cancel") => Route::Cancel,
+            Some("continue") => Route::Continue,
+            Some("resume") => Route::Resume,
+            Some(_) => return None,
+        };
+        if segments.next().is_some() {
+            return None;
+        }
+        Some(Matched { route, id, run_id })
+    }
+
+    /// The workflow id, percent-decoded (invalid UTF-8 replaced, as Starlette
+    /// decodes paths).
+    fn id<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        decode(&path[self.id.clone()])
+    }
+
+    fn run_id(&self, path: &str) -> String {
+        decode(&path[self.run_id.clone()]).into_owned()
+    }
+}
+
+fn decode(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
+}
+
+/// The router as a service: every request to its handler, 404 and 405
+/// answered here.
+#[derive(Clone)]
+pub struct Routes {
+    state: SharedState,
+}
+
+impl Routes {
+    pub fn new(state: SharedState) -> Routes {
+        Routes { state }
+    }
+}
+
+impl Service<Request> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(answer(&state, request).await) })
+    }
+}
+
+async fn answer(state: &SharedState, request: Request) -> Response {
+    let Some(matched) = Matched::of(request.uri().path()) else {
+        return GatewayError::RouteNotFound.into_response();
+    };
+    let methods = matched.route.methods();
+    if !methods.allow(request.method()) {
+        let mut response = GatewayError::MethodNotAllowed.into_response();
+        response.headers_mut().insert(ALLOW, methods.allow_header());
+        return response;
+    }
+    let answered = match matched.route {
+        Route::Home => Ok(health::home(state).into_response()),
+        Route::Health => Ok(health::health(state).into_response()),
+        Route::Ready => Ok(health::ready(state).into_response()),
+        Route::Info => Ok(health::info(state).into_response()),
+        Route::Metrics => Ok(metrics::metrics(state).into_response()),
+        Route::Upstreams => Ok(upstreams::status(state).into_response()),
+        Route::Config => Ok(config::config(state, request.headers())
+            .await
+            .into_response()),
+        Route::Workflows => Ok(workflows::list(state).await.into_response()),
+        Route::Workflow => {
+            let id = matched.id(request.uri().path()).into_owned();
+            workflows::detail(state, &id, request).await
+        }
+        route => {
+            let path = request.uri().path();
+            let call = match route {
+                Route::Runs if request.method() == Method::POST => Call::NewRun,
+                Route::Runs => Call::Other,
+                // A look-up or a cancel goes to every replica when the
+                // run's owner is unknown; continue goes to one.
+                Route::Run | Route::Cancel => Call::Run {
+                    run_id: matched.run_id(path),
+                    fan_out: true,
+                },
+                Route::Continue => Call::Run {
+                    run_id: matched.run_id(path),
+                    fan_out: false,
+                },
+                _ => Call::Resume {
+                    run_id: matched.run_id(path),
+                },
+            };
+            match workflows::upstream(state, &matched.id(path)) {
+                Ok(upstream) => workflows::forward_call(state, upstream, call, request).await,
+                Err(error) => Err(error),
+            }
+        }
+    };
+    answered.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> Option<Route> {
+        Matched::of(path).map(|m| m.route)
+    }
+
+    #[test]
+    fn paths_match_their_routes() {
+        assert_eq!(route("/"), Some(Route::Home));
+        assert_eq!(route("/gateway/upstreams"), Some(Route::Upstreams));
+        assert_eq!(route("/workflows"), Some(Route::Workflows));
+        assert_eq!(route("/workflows/a"), Some(Route::Workflow));
+        assert_eq!(route("/workflows/a/runs"), Some(Route::Runs));
+        assert_eq!(route("/workflows/a/runs/r"), Some(Route::Run));
+        assert_eq!(route("/workflows/a/runs/r/cancel"), Some(Route::Cancel));
+        assert_eq!(route("/workflows/a/runs/r/continue"), Some(Route::Continue));
+        assert_eq!(route("/workflows/a/runs/r/resume"), Some(Route::Resume));
+    }
+
+    #[test]
+    fn empty_or_extra_segments_match_nothing() {
+        for path in [
+            "",
+            "/nope",
+            "/health/x",
+            "/workflows/",
+            "/workflows//runs",
+            "/workflows/a/",
+            "/workflows/a/run",
+            "/workflows/a/runs/",
+            "/workflows/a/runs//cancel",
+            "/workflows/a/runs/r/stop",
+            "/workflows/a/runs/r/cancel/x",
+        ] {
+            assert_eq!(route(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_percent_decoded() {
+        let path = "/workflows/my%20flow/runs/r%2F1/cancel";
+        let matched = Matched::of(path).unwrap();
+        assert_eq!(matched.id(path), "my flow");
+        assert_eq!(matched.run_id(path), "r/1");
+        let path = "/workflows/%FF";
+        assert_eq!(Matched::of(path).unwrap().id(path), "\u{FFFD}");
+    }
+
+    #[test]
+    fn head_is_answered_where_get_is() {
+        assert!(Route::Health.methods().allow(&Method::HEAD));
+        assert!(Route::Runs.methods().allow(&Method::POST));
+        assert!(!Route::Cancel.methods().allow(&Method::GET));
+        assert!(!Route::Workflows.methods().allow(&Method::DELETE));
+    }
 }

@@ -3,13 +3,12 @@
 //! check and requests in flight, and which workflows each group serves.
 
 use axum::Json;
-use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::config::HostSource;
 use crate::state::SharedState;
 
-pub async fn status(State(state): State<SharedState>) -> Json<Value> {
+pub fn status(state: &SharedState) -> Json<Value> {
     let groups: Vec<Value> = state
         .upstreams
         .groups()

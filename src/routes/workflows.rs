@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -35,8 +34,8 @@ const SUMMARY_FIELDS: &[&str] = &[
 /// `GET /workflows`: every configured workflow, in config order. A host that
 /// is down never fails the list: its entries come from the last good copy or,
 /// failing that, from the config file alone.
-pub async fn list(State(state): State<SharedState>) -> Json<Vec<Value>> {
-    Json(summaries(&state).await)
+pub async fn list(state: &SharedState) -> Json<Vec<Value>> {
+    Json(summaries(state).await)
 }
 
 /// The summaries of all workflows, fetched concurrently.
@@ -87,16 +86,16 @@ fn summary(doc: &Value) -> Value {
 /// gateway id, from the cache. `?refresh=true` or `Cache-Control: no-cache`
 /// forces a fresh fetch; `?version=N` is passed through uncached.
 pub async fn detail(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
+    state: &SharedState,
+    id: &str,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let upstream = lookup(&state, &id)?;
+    let upstream = self::upstream(state, id)?;
     let query = request.uri().query().unwrap_or("");
     let mut refresh = wants_fresh(request.headers());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "version" => return forward_call(&state, &id, Call::Other, request).await,
+            "version" => return forward_call(state, upstream, Call::Other, request).await,
             "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
             _ => {}
         }
@@ -115,69 +114,21 @@ pub async fn detail(
     Ok(response)
 }
 
-/// `POST /workflows/{id}/runs`: a new run, on a balanced pick of replicas.
-pub async fn create_run(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-    request: Request<Body>,
-) -> Result<Response, GatewayError> {
-    forward_call(&state, &id, Call::NewRun, request).await
-}
-
-/// `GET /workflows/{id}/runs`: a session's runs, from any replica.
-pub async fn list_runs(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-    request: Request<Body>,
-) -> Result<Response, GatewayError> {
-    forward_call(&state, &id, Call::Other, request).await
-}
-
-/// `GET /workflows/{id}/runs/{run_id}` and `POST .../cancel`: to the run's
-/// owner, or to every replica when the owner is unknown.
-pub async fn run_call_any_owner(
-    State(state): State<SharedState>,
-    Path((id, run_id)): Path<(String, String)>,
-    request: Request<Body>,
-) -> Result<Response, GatewayError> {
-    let fan_out = true;
-    forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
-}
-
-/// `POST .../continue`: to the run's owner, or to one replica when the
-/// owner is unknown.
-pub async fn continue_run(
-    State(state): State<SharedState>,
-    Path((id, run_id)): Path<(String, String)>,
-    request: Request<Body>,
-) -> Result<Response, GatewayError> {
-    let fan_out = false;
-    forward_call(&state, &id, Call::Run { run_id, fan_out }, request).await
-}
-
-/// `POST .../resume`: like continue, and never cancelled by the gateway.
-pub async fn resume_run(
-    State(state): State<SharedState>,
-    Path((id, run_id)): Path<(String, String)>,
-    request: Request<Body>,
-) -> Result<Response, GatewayError> {
-    forward_call(&state, &id, Call::Resume { run_id }, request).await
-}
-
-/// Every per-run call: the path after the gateway id, the query and the
-/// body go to the host unchanged under the host's workflow id.
-async fn forward_call(
+/// Every per-run call (`/workflows/{id}/runs...`; `crate::routes` says
+/// which `Call` each route is): the path after the gateway id, the query and
+/// the body go to the host unchanged under the host's workflow id.
+pub async fn forward_call(
     state: &SharedState,
-    id: &str,
+    upstream: &Arc<Upstream>,
     call: Call,
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
-    let upstream = lookup(state, id)?;
     let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
     proxy::forward(state, upstream, call, &path_and_query, request).await
 }
 
-fn lookup<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {
+/// The configured workflow with gateway id `id`.
+pub fn upstream<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {
     state
         .upstreams
         .get(id)

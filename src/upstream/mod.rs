@@ -22,6 +22,8 @@ use replica::{Replica, ReplicaSet};
 #[derive(Debug)]
 pub struct Upstream {
     pub config: WorkflowConfig,
+    /// The gateway id again, shared: the `workflow` label of request metrics.
+    pub label: Arc<str>,
     pub group: Arc<HostGroup>,
     /// `/workflows/{workflow_id}` on the host: the prefix every forwarded
     /// workflow call is rewritten to.
@@ -157,6 +159,7 @@ impl Upstreams {
             };
             ordered.push(Arc::new(Upstream {
                 upstream_prefix: format!("/workflows/{}", wf.workflow_id),
+                label: wf.id.as_str().into(),
                 config: wf.clone(),
                 group: group.clone(),
             }));
