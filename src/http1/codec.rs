@@ -408,16 +408,58 @@ pub fn poll_fill<R: ReadSocket>(
 ) -> Poll<io::Result<usize>> {
     if buf.is_empty() {
         if buf.capacity() > 0 {
-            *buf = BytesMut::new();
+            spare_buffers::put(std::mem::take(buf));
         }
         ready!(io.socket().poll_read_ready(cx))?;
     }
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+        match buf.is_empty().then(spare_buffers::take).flatten() {
+            Some(spare) => *buf = spare,
+            None => buf.reserve(READ_SIZE),
+        }
     }
     // Through `AsyncRead` (not `try_read`): tokio then notes that a short
     // read drained the socket, which saves the next read's EAGAIN.
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Read buffers given back by connections that went quiet, for the next
+/// connection on this thread that has bytes to read. A busy keep-alive
+/// connection gives its buffer back after every request; taking it from
+/// here instead of from malloc saves a large allocation and a free per
+/// request on each side of the proxy, and the buffer is still warm in cache.
+mod spare_buffers {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::READ_SIZE;
+
+    /// At most this many per thread (256 KiB): enough for the connections
+    /// one thread has mid-request at once, small beside 10,000 idle ones.
+    const MAX_SPARE: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Keeps an empty buffer if it owns a whole allocation of at least
+    /// [`READ_SIZE`] (no `Bytes` split off it is still alive).
+    pub(super) fn put(mut buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        if buf.try_reclaim(READ_SIZE) {
+            SPARE.with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare.len() < MAX_SPARE {
+                    spare.push(buf);
+                }
+            });
+        }
+    }
+
+    pub(super) fn take() -> Option<BytesMut> {
+        SPARE.with(|spare| spare.borrow_mut().pop())
+    }
 }
 
 /// Writes all of `parts` (at most [`MAX_PARTS`]) with as few vectored

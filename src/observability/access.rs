@@ -19,7 +19,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::metrics::{RequestLabels, RouteLabels};
+use super::metrics::RouteMetrics;
 use crate::error::GatewayError;
 use crate::layers::REQUEST_ID;
 use crate::proxy::Forwarded;
@@ -48,7 +48,7 @@ impl Outcome {
 struct AccessRecord {
     state: SharedState,
     start: Instant,
-    labels: RouteLabels,
+    metrics: Arc<RouteMetrics>,
     method: http::Method,
     /// The request's URI (its path is logged); cloning it shares the bytes.
     uri: http::Uri,
@@ -60,17 +60,13 @@ struct AccessRecord {
 impl AccessRecord {
     fn finish(self, bytes: u64, outcome: Outcome) {
         let elapsed = self.start.elapsed();
-        let metrics = &self.state.metrics;
-        metrics
-            .duration
-            .get_or_create(&self.labels)
-            .observe(elapsed.as_secs_f64());
+        let labels = &self.metrics.labels;
         let host = self.forwarded.as_ref().map_or("", |f| f.replica.base_url());
         let events = self.forwarded.as_ref().map_or(0, Forwarded::events);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes arrive every few seconds from every load balancer; keep them
         // out of the default log level.
-        let quiet = matches!(self.labels.route, "/health" | "/ready" | "/metrics");
+        let quiet = matches!(labels.route, "/health" | "/ready" | "/metrics");
         macro_rules! access {
             ($level:ident) => {
                 tracing::$level!(
@@ -78,7 +74,7 @@ impl AccessRecord {
                     request_id = self.request_id.to_str().unwrap_or(""),
                     method = %self.method,
                     path = self.uri.path(),
-                    workflow = %self.labels.workflow,
+                    workflow = %labels.workflow,
                     host,
                     status = self.status,
                     duration_ms,
@@ -94,15 +90,8 @@ impl AccessRecord {
         } else {
             access!(info);
         }
-        // Last, so the labels move instead of being copied.
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                workflow: self.labels.workflow,
-                route: self.labels.route,
-                status: self.status,
-            })
-            .inc();
+        self.metrics
+            .observe_end(&self.state.metrics, elapsed, self.status);
     }
 }
 
@@ -193,8 +182,7 @@ where
         );
         tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
 
-        let route = Matched::of(request.uri().path()).map_or("unmatched", |m| m.route.template());
-        let workflow = workflow_label(&state, request.uri().path());
+        let metrics = route_metrics(&state, request.uri().path());
         let method = request.method().clone();
         let uri = request.uri().clone();
         let id_header = request_id.clone();
@@ -212,9 +200,8 @@ where
                 response.headers_mut().insert(REQUEST_ID, id_header);
             }
             let forwarded = response.extensions().get::<Forwarded>().cloned();
-            let labels = RouteLabels { workflow, route };
             let waited = forwarded.as_ref().map_or(Duration::ZERO, |f| f.waited);
-            state.metrics.observe_head(&labels, start.elapsed(), waited);
+            metrics.observe_head(start.elapsed(), waited);
             let status = response.status();
             tracing::debug!(
                 target: ON_RESPONSE,
@@ -233,7 +220,7 @@ where
             let record = AccessRecord {
                 state,
                 start,
-                labels,
+                metrics,
                 method,
                 uri,
                 status: status.as_u16(),
@@ -289,12 +276,16 @@ fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
     }
 }
 
-/// The configured workflow a path names, or "" (unknown ids are not used as
+/// The request metrics of the route `path` matches, labelled with the
+/// configured workflow it names, or with "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
-fn workflow_label(state: &SharedState, path: &str) -> Arc<str> {
-    path.strip_prefix("/workflows/")
-        .and_then(|rest| state.upstreams.get(rest.split('/').next()?))
-        .map_or_else(|| state.metrics.no_workflow.clone(), |u| u.label.clone())
+fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
+    let route = Matched::of(path).map(|m| m.route);
+    let upstream = path
+        .strip_prefix("/workflows/")
+        .and_then(|rest| state.upstreams.get(rest.split('/').next()?));
+    let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
+    cache.get(&state.metrics, route)
 }
 
 pin_project! {

@@ -6,7 +6,7 @@
 //! it gives typed label sets and the exposition format without hand-written
 //! encoding.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::routes::Route;
 use crate::upstream::Upstreams;
 use crate::upstream::cache::CacheStats;
 
@@ -54,6 +55,88 @@ struct CacheLabels {
     result: &'static str,
 }
 
+/// One (workflow, route)'s request metrics, resolved once: a family
+/// look-up hashes the label strings and takes a lock, four times a request.
+pub struct RouteMetrics {
+    pub labels: RouteLabels,
+    duration: Histogram,
+    time_to_first_byte: Histogram,
+    overhead: Histogram,
+    /// `requests` with status 200, the most common answer; resolved on the
+    /// first one, so no zero series appears for a route that never had one.
+    ok: OnceLock<Counter>,
+}
+
+impl RouteMetrics {
+    /// Records the latencies up to the response head.
+    pub fn observe_head(&self, head: Duration, waited_on_host: Duration) {
+        self.time_to_first_byte.observe(head.as_secs_f64());
+        self.overhead
+            .observe(head.saturating_sub(waited_on_host).as_secs_f64());
+    }
+
+    /// Records a request whose response body ended.
+    pub fn observe_end(&self, metrics: &Metrics, elapsed: Duration, status: u16) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let counter = |status| {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    workflow: self.labels.workflow.clone(),
+                    route: self.labels.route,
+                    status,
+                })
+                .clone()
+        };
+        if status == 200 {
+            self.ok.get_or_init(|| counter(200)).inc();
+        } else {
+            counter(status).inc();
+        }
+    }
+}
+
+/// The [`RouteMetrics`] of one workflow label for every route, each
+/// resolved on first use. Kept by each workflow's `Upstream` (and by
+/// [`Metrics`] for requests that name none), so the hot path finds its
+/// handles by index.
+pub struct RouteMetricsCache {
+    workflow: Arc<str>,
+    /// One slot per [`Route`], and one for paths no route matches.
+    routes: [OnceLock<Arc<RouteMetrics>>; Route::COUNT + 1],
+}
+
+impl std::fmt::Debug for RouteMetricsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetricsCache")
+            .field("workflow", &self.workflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteMetricsCache {
+    pub fn new(workflow: Arc<str>) -> Self {
+        RouteMetricsCache {
+            workflow,
+            routes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The handles for `route` (`None`: unmatched) in `metrics`, the one
+    /// registry this cache is ever used with.
+    pub fn get(&self, metrics: &Metrics, route: Option<Route>) -> Arc<RouteMetrics> {
+        let slot = route.map_or(Route::COUNT, Route::index);
+        self.routes[slot]
+            .get_or_init(|| {
+                Arc::new(metrics.route_metrics(RouteLabels {
+                    workflow: self.workflow.clone(),
+                    route: route.map_or("unmatched", Route::template),
+                }))
+            })
+            .clone()
+    }
+}
+
 /// Request latencies span sub-millisecond metadata answers to runs that
 /// stream for many minutes.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -81,8 +164,8 @@ pub struct Metrics {
     pub time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_streams: Gauge,
-    /// The `workflow` label of requests that name no configured workflow.
-    pub no_workflow: Arc<str>,
+    /// Handles for requests that name no configured workflow.
+    pub unlabelled: RouteMetricsCache,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     replica_healthy: Family<ReplicaLabels, Gauge>,
@@ -169,7 +252,7 @@ impl Metrics {
             time_to_first_byte,
             overhead,
             active_streams,
-            no_workflow: Arc::from(""),
+            unlabelled: RouteMetricsCache::new(Arc::from("")),
             upstream_errors,
             cache,
             scrape: Mutex::new(()),
@@ -186,14 +269,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records the latencies of one request.
-    pub fn observe_head(&self, labels: &RouteLabels, head: Duration, waited_on_host: Duration) {
-        self.time_to_first_byte
-            .get_or_create(labels)
-            .observe(head.as_secs_f64());
-        self.overhead
-            .get_or_create(labels)
-            .observe(head.saturating_sub(waited_on_host).as_secs_f64());
+    fn route_metrics(&self, labels: RouteLabels) -> RouteMetrics {
+        RouteMetrics {
+            duration: self.duration.get_or_create(&labels).clone(),
+            time_to_first_byte: self.time_to_first_byte.get_or_create(&labels).clone(),
+            overhead: self.overhead.get_or_create(&labels).clone(),
+            ok: OnceLock::new(),
+            labels,
+        }
     }
 
     /// The exposition text, with the cache counters and the replicas' state

@@ -59,6 +59,14 @@ enum Methods {
 }
 
 impl Route {
+    /// How many routes there are; [`Route::index`] is below this.
+    pub const COUNT: usize = Route::Resume as usize + 1;
+
+    /// A dense index, for tables by route.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The path template, the `route` label of metrics and the access log.
     pub fn template(self) -> &'static str {
         match self {
@@ -211,63 +219,77 @@ impl Service<Request> for Routes {
         Poll::Ready(Ok(()))
     }
 
+    /// Picks the handler here, so each route's future is boxed at its own
+    /// size: one future holding every handler's would be as big as the
+    /// biggest (the `/config` fan-out, ~15 KB), allocated for every run.
     fn call(&mut self, request: Request) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(answer(&state, request).await) })
+        let Some(matched) = Matched::of(request.uri().path()) else {
+            return answered(GatewayError::RouteNotFound.into_response());
+        };
+        let methods = matched.route.methods();
+        if !methods.allow(request.method()) {
+            let mut response = GatewayError::MethodNotAllowed.into_response();
+            response.headers_mut().insert(ALLOW, methods.allow_header());
+            return answered(response);
+        }
+        let path = request.uri().path();
+        let call = match matched.route {
+            Route::Home => return answered(health::home(&state).into_response()),
+            Route::Health => return answered(health::health(&state).into_response()),
+            Route::Ready => return answered(health::ready(&state).into_response()),
+            Route::Info => return answered(health::info(&state).into_response()),
+            Route::Metrics => return answered(metrics::metrics(&state).into_response()),
+            Route::Upstreams => return answered(upstreams::status(&state).into_response()),
+            Route::Config => {
+                return Box::pin(async move {
+                    Ok(config::config(&state, request.headers())
+                        .await
+                        .into_response())
+                });
+            }
+            Route::Workflows => {
+                return Box::pin(async move { Ok(workflows::list(&state).await.into_response()) });
+            }
+            Route::Workflow => {
+                let id = matched.id(path).into_owned();
+                return Box::pin(async move {
+                    Ok(workflows::detail(&state, &id, request)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response))
+                });
+            }
+            Route::Runs if request.method() == Method::POST => Call::NewRun,
+            Route::Runs => Call::Other,
+            // A look-up or a cancel goes to every replica when the run's
+            // owner is unknown; continue goes to one.
+            Route::Run | Route::Cancel => Call::Run {
+                run_id: matched.run_id(path),
+                fan_out: true,
+            },
+            Route::Continue => Call::Run {
+                run_id: matched.run_id(path),
+                fan_out: false,
+            },
+            Route::Resume => Call::Resume {
+                run_id: matched.run_id(path),
+            },
+        };
+        let upstream = match workflows::upstream(&state, &matched.id(path)) {
+            Ok(upstream) => upstream.clone(),
+            Err(error) => return answered(error.into_response()),
+        };
+        Box::pin(async move {
+            Ok(workflows::forward_call(&state, &upstream, call, request)
+                .await
+                .unwrap_or_else(IntoResponse::into_response))
+        })
     }
 }
 
-async fn answer(state: &SharedState, request: Request) -> Response {
-    let Some(matched) = Matched::of(request.uri().path()) else {
-        return GatewayError::RouteNotFound.into_response();
-    };
-    let methods = matched.route.methods();
-    if !methods.allow(request.method()) {
-        let mut response = GatewayError::MethodNotAllowed.into_response();
-        response.headers_mut().insert(ALLOW, methods.allow_header());
-        return response;
-    }
-    let answered = match matched.route {
-        Route::Home => Ok(health::home(state).into_response()),
-        Route::Health => Ok(health::health(state).into_response()),
-        Route::Ready => Ok(health::ready(state).into_response()),
-        Route::Info => Ok(health::info(state).into_response()),
-        Route::Metrics => Ok(metrics::metrics(state).into_response()),
-        Route::Upstreams => Ok(upstreams::status(state).into_response()),
-        Route::Config => Ok(config::config(state, request.headers())
-            .await
-            .into_response()),
-        Route::Workflows => Ok(workflows::list(state).await.into_response()),
-        Route::Workflow => {
-            let id = matched.id(request.uri().path()).into_owned();
-            workflows::detail(state, &id, request).await
-        }
-        route => {
-            let path = request.uri().path();
-            let call = match route {
-                Route::Runs if request.method() == Method::POST => Call::NewRun,
-                Route::Runs => Call::Other,
-                // A look-up or a cancel goes to every replica when the
-                // run's owner is unknown; continue goes to one.
-                Route::Run | Route::Cancel => Call::Run {
-                    run_id: matched.run_id(path),
-                    fan_out: true,
-                },
-                Route::Continue => Call::Run {
-                    run_id: matched.run_id(path),
-                    fan_out: false,
-                },
-                _ => Call::Resume {
-                    run_id: matched.run_id(path),
-                },
-            };
-            match workflows::upstream(state, &matched.id(path)) {
-                Ok(upstream) => workflows::forward_call(state, upstream, call, request).await,
-                Err(error) => Err(error),
-            }
-        }
-    };
-    answered.unwrap_or_else(IntoResponse::into_response)
+/// A response known without waiting.
+fn answered(response: Response) -> BoxFuture<'static, Result<Response, Infallible>> {
+    Box::pin(std::future::ready(Ok(response)))
 }
 
 #[cfg(test)]

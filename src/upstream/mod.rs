@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use crate::client::{AgentOsClient, ClientError};
 use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
+use crate::observability::metrics::RouteMetricsCache;
 use replica::{Replica, ReplicaSet};
 
 /// One exposed workflow and the host group that runs it.
 #[derive(Debug)]
 pub struct Upstream {
     pub config: WorkflowConfig,
-    /// The gateway id again, shared: the `workflow` label of request metrics.
-    pub label: Arc<str>,
+    /// This workflow's request metrics, by route.
+    pub metrics: RouteMetricsCache,
     pub group: Arc<HostGroup>,
     /// `/workflows/{workflow_id}` on the host: the prefix every forwarded
     /// workflow call is rewritten to.
@@ -117,7 +118,10 @@ fn note_health<T>(replica: &Replica, result: &Result<T, ClientError>) {
 /// All configured workflows and host groups.
 #[derive(Debug)]
 pub struct Upstreams {
-    by_id: HashMap<String, Arc<Upstream>>,
+    /// Looked up two or three times a request, with ids from request paths:
+    /// foldhash (hashbrown's default, randomly seeded) costs a fraction of
+    /// SipHash, and the keys are the config's, so no caller can grow the map.
+    by_id: HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>,
     ordered: Vec<Arc<Upstream>>,
     groups: Vec<Arc<HostGroup>>,
     pub owners: owners::RunOwners,
@@ -159,7 +163,7 @@ impl Upstreams {
             };
             ordered.push(Arc::new(Upstream {
                 upstream_prefix: format!("/workflows/{}", wf.workflow_id),
-                label: wf.id.as_str().into(),
+                metrics: RouteMetricsCache::new(wf.id.as_str().into()),
                 config: wf.clone(),
                 group: group.clone(),
             }));
