@@ -2,13 +2,16 @@
 //! connect failure can move the request to another replica, and the host's
 //! non-event-stream response body, relayed with the idle timeout.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use http_body::{Frame, SizeHint};
 
 use super::run_ids::{FormScanner, JsonIdScanner};
 use crate::client::ClientError;
@@ -46,27 +49,123 @@ impl HeldBody {
         form: Option<&Arc<FormFacts>>,
         assign_run_id: Option<Arc<str>>,
         declared_len: Option<u64>,
-    ) -> reqwest::Body {
-        let slot = self.0.clone();
-        let taken = futures::stream::once(async move {
-            slot.lock().unwrap_or_else(PoisonError::into_inner).take()
-        });
-        let chunks = taken.flat_map(|body| match body {
-            Some(body) => body.into_data_stream().left_stream(),
-            None => futures::stream::iter([Err(axum::Error::new(
-                "request body already sent to another replica",
-            ))])
-            .right_stream(),
-        });
-        match form {
-            None => reqwest::Body::wrap_stream(chunks),
-            Some(facts) => reqwest::Body::wrap_stream(watch_form(
-                chunks,
-                facts.clone(),
-                assign_run_id,
+    ) -> AttemptBody {
+        AttemptBody {
+            source: Source::Held(self.0.clone()),
+            watch: form.map(|facts| FormWatch {
+                scanner: FormScanner::default(),
+                seen: 0,
                 declared_len,
-            )),
+                ended: false,
+                facts: facts.clone(),
+                assign_run_id,
+            }),
         }
+    }
+}
+
+/// One attempt's request body: one struct, polled in place, rather than a
+/// chain of stream adapters (each of which boxed, per request).
+pub struct AttemptBody {
+    source: Source,
+    watch: Option<FormWatch>,
+}
+
+enum Source {
+    /// Not read yet: the caller's body is still in the held slot.
+    Held(Arc<Mutex<Option<Body>>>),
+    Reading(Body),
+    /// A body the gateway buffered whole (fan-out calls).
+    Full(Bytes),
+    Ended,
+}
+
+impl AttemptBody {
+    /// A body already in memory.
+    pub fn full(bytes: Bytes) -> Self {
+        AttemptBody {
+            source: Source::Full(bytes),
+            watch: None,
+        }
+    }
+
+    /// The next chunk, as a stream would give it.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, axum::Error>>> {
+        loop {
+            let body = match &mut self.source {
+                Source::Held(slot) => {
+                    let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    self.source = match taken {
+                        Some(body) => Source::Reading(body),
+                        None => {
+                            self.source = Source::Ended;
+                            return Poll::Ready(Some(Err(axum::Error::new(
+                                "request body already sent to another replica",
+                            ))));
+                        }
+                    };
+                    continue;
+                }
+                Source::Reading(body) => body,
+                Source::Full(bytes) => {
+                    let bytes = std::mem::take(bytes);
+                    self.source = Source::Ended;
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                Source::Ended => {
+                    return Poll::Ready(self.watch.as_mut().and_then(FormWatch::end).map(Ok));
+                }
+            };
+            match ready!(http_body::Body::poll_frame(Pin::new(body), cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not forwarded (AgentOS reads none).
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if let Some(watch) = &mut self.watch {
+                        watch.feed(&data);
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => self.source = Source::Ended,
+            }
+        }
+    }
+}
+
+impl http_body::Body for AttemptBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.get_mut()
+            .poll_chunk(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.source, Source::Ended) && self.watch.as_ref().is_none_or(|w| w.ended)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// For reqwest (`https://` hosts), which wants a `Sync` body unless given a
+/// stream.
+impl Stream for AttemptBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_chunk(cx)
     }
 }
 
@@ -87,67 +186,49 @@ impl FormFacts {
     }
 }
 
-/// Passes `chunks` through, records what they say in `facts` and, with
-/// `assign_run_id`, appends a `run_id` field if none went by.
-fn watch_form(
-    chunks: impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static,
+/// Watches a urlencoded body go by: records what it says in `facts` and,
+/// with `assign_run_id`, appends a `run_id` field at the end if none went by.
+struct FormWatch {
+    scanner: FormScanner,
+    seen: u64,
+    declared_len: Option<u64>,
+    ended: bool,
     facts: Arc<FormFacts>,
     assign_run_id: Option<Arc<str>>,
-    declared_len: Option<u64>,
-) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static {
-    struct Watching<S> {
-        chunks: std::pin::Pin<Box<S>>,
-        scanner: FormScanner,
-        seen: u64,
-        declared_len: Option<u64>,
-        done: bool,
-        facts: Arc<FormFacts>,
-        assign_run_id: Option<Arc<str>>,
-    }
-    impl<S> Watching<S> {
-        fn settle(&mut self) {
-            if self.facts.complete.load(Ordering::Acquire) {
-                return;
-            }
-            self.scanner.finish();
-            let background = self.scanner.background();
-            self.facts.background.store(background, Ordering::Release);
-            self.facts.complete.store(true, Ordering::Release);
+}
+
+impl FormWatch {
+    fn feed(&mut self, chunk: &[u8]) {
+        self.scanner.feed(chunk);
+        self.seen += chunk.len() as u64;
+        if self.declared_len == Some(self.seen) {
+            self.settle();
         }
     }
-    let start = Watching {
-        chunks: Box::pin(chunks),
-        scanner: FormScanner::default(),
-        seen: 0,
-        declared_len,
-        done: false,
-        facts,
-        assign_run_id,
-    };
-    futures::stream::unfold(start, |mut s| async move {
-        if s.done {
+
+    /// At the body's end: the field to append, if any.
+    fn end(&mut self) -> Option<Bytes> {
+        if std::mem::replace(&mut self.ended, true) {
             return None;
         }
-        match s.chunks.next().await {
-            Some(Ok(bytes)) => {
-                s.scanner.feed(&bytes);
-                s.seen += bytes.len() as u64;
-                if s.declared_len == Some(s.seen) {
-                    s.settle();
-                }
-                Some((Ok(bytes), s))
-            }
-            Some(Err(e)) => Some((Err(e), s)),
-            None => {
-                s.done = true;
-                s.settle();
-                let run_id = s.assign_run_id.take().filter(|_| !s.scanner.has_run_id())?;
-                let separator = if s.seen == 0 { "" } else { "&" };
-                let field = format!("{separator}run_id={run_id}");
-                Some((Ok(Bytes::from(field)), s))
-            }
+        self.settle();
+        let run_id = self
+            .assign_run_id
+            .take()
+            .filter(|_| !self.scanner.has_run_id())?;
+        let separator = if self.seen == 0 { "" } else { "&" };
+        Some(Bytes::from(format!("{separator}run_id={run_id}")))
+    }
+
+    fn settle(&mut self) {
+        if self.facts.complete.load(Ordering::Acquire) {
+            return;
         }
-    })
+        self.scanner.finish();
+        let background = self.scanner.background();
+        self.facts.background.store(background, Ordering::Release);
+        self.facts.complete.store(true, Ordering::Release);
+    }
 }
 
 /// What a plain response body learns on the way: the run's ids from a JSON
@@ -208,6 +289,8 @@ pub fn plain(
 mod tests {
     use super::*;
 
+    /// The body one attempt sends for a caller body of `parts`, and whether
+    /// the run was then known to be a foreground one.
     async fn watched(parts: &[&'static str]) -> (String, bool) {
         let chunks = futures::stream::iter(
             parts
@@ -217,9 +300,9 @@ mod tests {
         );
         let facts = Arc::new(FormFacts::default());
         assert!(!facts.foreground(), "unknown until the body is complete");
-        let out: Vec<_> = watch_form(chunks, facts.clone(), Some(Arc::from("RID")), None)
-            .collect()
-            .await;
+        let held = HeldBody::new(Body::from_stream(chunks));
+        let attempt = held.for_attempt(Some(&facts), Some(Arc::from("RID")), None);
+        let out: Vec<_> = attempt.collect().await;
         let body = out
             .into_iter()
             .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
@@ -233,8 +316,9 @@ mod tests {
         let chunks =
             futures::stream::iter([Ok::<_, axum::Error>(Bytes::from_static(b"message=hi"))])
                 .chain(futures::stream::pending());
-        let mut watched = Box::pin(watch_form(chunks, facts.clone(), None, Some(10)));
-        watched.next().await.unwrap().unwrap();
+        let held = HeldBody::new(Body::from_stream(chunks));
+        let mut attempt = held.for_attempt(Some(&facts), None, Some(10));
+        attempt.next().await.unwrap().unwrap();
         assert!(facts.foreground());
     }
 
@@ -253,5 +337,17 @@ mod tests {
             watched(&["message=hi&backgr", "ound=true"]).await,
             ("message=hi&background=true&run_id=RID".into(), false)
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_is_sent_by_one_attempt_only() {
+        let held = HeldBody::new(Body::from("message=hi"));
+        let first = held.for_attempt(None, None, None);
+        let mut second = held.for_attempt(None, None, None);
+        assert!(held.untouched(), "nothing is taken until an attempt reads");
+        let sent: Vec<_> = first.collect().await;
+        assert_eq!(sent.len(), 1);
+        assert!(!held.untouched());
+        assert!(second.next().await.unwrap().is_err());
     }
 }

@@ -257,7 +257,7 @@ async fn send(
     method: &Method,
     path_and_query: &str,
     mut headers: HeaderMap,
-    body: Option<reqwest::Body>,
+    body: Option<body::AttemptBody>,
     in_flight: &InFlight,
 ) -> Sent {
     let client = &in_flight.replica().client;
@@ -279,7 +279,7 @@ async fn send(
         .request(method.clone(), client.url(path_and_query))
         .headers(headers);
     if let Some(body) = body {
-        request = request.body(body);
+        request = request.body(reqwest::Body::wrap_stream(body));
     }
     match tokio::time::timeout(timeout, request.send()).await {
         Ok(Ok(response)) => {
@@ -438,7 +438,7 @@ async fn fan_out_call(
             body.clone(),
         );
         state.background.spawn(async move {
-            let body = (!body.is_empty()).then(|| reqwest::Body::from(body));
+            let body = (!body.is_empty()).then(|| body::AttemptBody::full(body));
             let sent = send(&upstream, &method, &path, headers, body, &in_flight).await;
             let _ = tx.send((sent, in_flight)).await;
         });

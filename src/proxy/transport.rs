@@ -31,6 +31,7 @@ use http::{Method, Response};
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use super::body::AttemptBody;
 use crate::client::{ClientError, UnavailablePhase};
 use crate::http1::client::{Connection, ResponseBody, SendError};
 
@@ -114,7 +115,7 @@ impl Pool {
         method: &Method,
         path_and_query: &str,
         mut headers: HeaderMap,
-        body: Option<reqwest::Body>,
+        body: Option<AttemptBody>,
     ) -> Result<Response<HostBody>, ClientError> {
         let prefixed;
         let target = if self.prefix.is_empty() {
