@@ -53,12 +53,14 @@ pub struct Forwarded {
     /// Time from sending the request to the host's response head.
     pub waited: Duration,
     /// Events relayed so far (event streams only).
-    events: Arc<AtomicU64>,
+    events: Option<Arc<AtomicU64>>,
 }
 
 impl Forwarded {
     pub fn events(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
+        self.events
+            .as_ref()
+            .map_or(0, |events| events.load(Ordering::Relaxed))
     }
 }
 
@@ -351,11 +353,11 @@ fn respond(
     } else {
         replica.record_success();
     }
-    let forwarded = Forwarded {
+    let mut forwarded = Forwarded {
         upstream: upstream.clone(),
         replica: replica.clone(),
         waited,
-        events: Arc::default(),
+        events: None,
     };
     let mut headers = std::mem::take(&mut head.headers);
     strip_hop_by_hop(&mut headers);
@@ -379,7 +381,7 @@ fn respond(
                 state: state.clone(),
                 upstream: upstream.clone(),
                 in_flight,
-                events: forwarded.events.clone(),
+                events: forwarded.events.insert(Arc::default()).clone(),
                 learn_owner,
                 bearer: caller.bearer.clone(),
                 // Only a run the caller started in the foreground is the

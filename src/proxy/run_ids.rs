@@ -142,8 +142,8 @@ impl JsonIdScanner {
 /// run (which must outlive its client, so the gateway never cancels it).
 #[derive(Debug, Default)]
 pub struct FormScanner {
-    name: Vec<u8>,
-    value: Vec<u8>,
+    name: ShortBytes<{ MAX_NAME + 1 }>,
+    value: ShortBytes<{ MAX_VALUE + 1 }>,
     in_value: bool,
     has_run_id: bool,
     background: bool,
@@ -154,22 +154,49 @@ pub struct FormScanner {
 const MAX_NAME: usize = 16;
 const MAX_VALUE: usize = 8;
 
+/// The first `N` bytes of a field name or value, kept inline: the scanner
+/// runs over every run request's body and needs no allocation.
+#[derive(Debug)]
+struct ShortBytes<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for ShortBytes<N> {
+    fn default() -> Self {
+        ShortBytes {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> ShortBytes<N> {
+    /// Keeps `b` if there is room; a longer field keeps its first `N` bytes.
+    fn push(&mut self, b: u8) {
+        if self.len < N {
+            self.bytes[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 impl FormScanner {
     pub fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             match b {
                 b'&' => self.end_field(),
                 b'=' if !self.in_value => self.in_value = true,
-                _ if self.in_value => {
-                    if self.value.len() <= MAX_VALUE {
-                        self.value.push(b);
-                    }
-                }
-                _ => {
-                    if self.name.len() <= MAX_NAME {
-                        self.name.push(b);
-                    }
-                }
+                _ if self.in_value => self.value.push(b),
+                _ => self.name.push(b),
             }
         }
     }
