@@ -192,6 +192,20 @@ async fn access_log_has_one_line_per_request_and_no_credentials() {
         .bytes()
         .await
         .unwrap();
+    host.auto_stream(3);
+    host.release();
+    let streamed = c
+        .post(gw.url("/workflows/w/runs"))
+        .header("x-request-id", "req-log-3")
+        .form(&[("message", "x"), ("stream", "true")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let streamed_events = streamed.matches("\n\n").count() as u64;
+    assert!(streamed_events > 0, "the mock host streams events");
     assert_eq!(
         host.recorded()[0].headers["authorization"],
         format!("Bearer {HOST_SECRET}").as_str()
@@ -208,8 +222,8 @@ async fn access_log_has_one_line_per_request_and_no_credentials() {
             .collect()
     };
     let gw_ref = &gw;
-    eventually("two access lines", || async move {
-        access_lines(&gw_ref.log()).len() >= 2
+    eventually("three access lines", || async move {
+        access_lines(&gw_ref.log()).len() >= 3
     })
     .await;
     let log = gw.log();
@@ -226,6 +240,11 @@ async fn access_log_has_one_line_per_request_and_no_credentials() {
     assert!(first["duration_ms"].as_f64().is_some());
     assert_eq!(first["events"], 0);
     assert!(lines.iter().any(|e| e["request_id"] == "req-log-2"));
+    let stream_line = lines
+        .iter()
+        .find(|e| e["request_id"] == "req-log-3")
+        .expect("line for req-log-3");
+    assert_eq!(stream_line["events"], streamed_events, "events relayed");
 
     let everything = log.join("\n");
     assert!(everything.len() > 1000, "trace logging produced output");
