@@ -77,16 +77,16 @@ pub fn body_kind(headers: &HeaderMap, is_request: bool) -> Result<BodyKind, Fram
     for value in headers.get_all(header::CONTENT_LENGTH) {
         // `Content-Length: 5, 5` and repeated equal fields are allowed;
         // different values are not.
-        for part in value
-            .to_str()
-            .map_err(|_| FramingError::ContentLength)?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        // Bytes, not `str` splitting and parsing: this runs on every
+        // message, and the value is a handful of ASCII digits.
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(FramingError::ContentLength);
             }
-            let n: u64 = part.parse().map_err(|_| FramingError::ContentLength)?;
+            let n = part
+                .iter()
+                .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0'));
             if length.is_some_and(|l| l != n) {
                 return Err(FramingError::ContentLength);
             }

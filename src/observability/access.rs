@@ -280,10 +280,12 @@ fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
 /// configured workflow it names, or with "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
 fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
-    let route = Matched::of(path).map(|m| m.route);
-    let upstream = path
-        .strip_prefix("/workflows/")
-        .and_then(|rest| state.upstreams.get(rest.split('/').next()?));
+    let matched = Matched::of(path);
+    let route = matched.as_ref().map(|m| m.route);
+    let upstream = matched
+        .as_ref()
+        .and_then(|m| m.raw_id(path))
+        .and_then(|id| state.upstreams.get(id));
     let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }

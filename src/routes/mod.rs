@@ -147,7 +147,7 @@ impl Matched {
             }));
         };
         let base = path.len() - rest.len();
-        let mut segments = rest.split('/');
+        let mut segments = segments(rest);
         let span = |segment: &str, start: usize| start..start + segment.len();
         let id = span(segments.next().filter(|s| !s.is_empty())?, base);
         let Some(runs) = segments.next() else {
@@ -182,6 +182,12 @@ impl Matched {
         Some(Matched { route, id, run_id })
     }
 
+    /// The workflow id as the path spells it (percent-encoded), for
+    /// routes that have one.
+    pub fn raw_id<'p>(&self, path: &'p str) -> Option<&'p str> {
+        path.get(self.id.clone()).filter(|id| !id.is_empty())
+    }
+
     /// The workflow id, percent-decoded (invalid UTF-8 replaced, as Starlette
     /// decodes paths).
     fn id<'p>(&self, path: &'p str) -> Cow<'p, str> {
@@ -191,6 +197,26 @@ impl Matched {
     fn run_id(&self, path: &str) -> String {
         decode(&path[self.run_id.clone()]).into_owned()
     }
+}
+
+/// The `/`-separated segments of `s`, as `str::split('/')` gives them; a
+/// plain byte scan, which on paths this short costs a fraction of the
+/// general searcher's set-up.
+fn segments(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                rest = Some(&current[i + 1..]);
+                Some(&current[..i])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 fn decode(segment: &str) -> Cow<'_, str> {
@@ -329,6 +355,17 @@ mod tests {
             "/workflows/a/runs/r/cancel/x",
         ] {
             assert_eq!(route(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn segments_split_as_str_split_does() {
+        for s in ["", "a", "a/b", "/a", "a/", "a//b", "//"] {
+            assert_eq!(
+                segments(s).collect::<Vec<_>>(),
+                s.split('/').collect::<Vec<_>>(),
+                "{s:?}"
+            );
         }
     }
 

@@ -141,7 +141,8 @@ fn upstream_path(prefix: &str, uri: &http::Uri) -> String {
     let path = uri.path();
     let after_collection = path.strip_prefix("/workflows/").unwrap_or("");
     let rest = after_collection
-        .find('/')
+        .bytes()
+        .position(|b| b == b'/')
         .map_or("", |i| &after_collection[i..]);
     let mut out = String::with_capacity(prefix.len() + rest.len() + 64);
     out.push_str(prefix);
