@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agentos_gateway_bench::{
-    IdleResult, RunsResult, SseResult, process_tree, raise_nofile, rss_kib_of,
+    IdleResult, Percentiles, RunsResult, SseResult, process_tree, raise_nofile, rss_kib_of,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -926,10 +926,16 @@ fn signed(v: Option<f64>, digits: usize) -> String {
 }
 
 /// Proxy CPU microseconds per request in one round.
+/// `None` for a round in which the contender answered nothing (a stalled
+/// proxy): per-request figures do not exist then.
 fn cpu_per_request(r: &RunsResult) -> Option<f64> {
-    r.cpu
-        .proxy_us
-        .map(|us| us as f64 / r.requests.max(1) as f64)
+    let us = r.cpu.proxy_us?;
+    (r.requests > 0).then(|| us as f64 / r.requests as f64)
+}
+
+/// A latency of a round with answers (see [`cpu_per_request`]).
+fn latency(r: &RunsResult, f: fn(&Percentiles) -> f64) -> Option<f64> {
+    (r.requests > 0).then(|| f(&r.latency))
 }
 
 /// Bytes of proxy RSS per held idle stream in one round.
@@ -1006,9 +1012,9 @@ fn report(
                     (b > 0.0).then(|| a / b)
                 })
             };
-            let diff = |f: &dyn Fn(&RunsResult) -> f64| {
+            let diff = |f: fn(&Percentiles) -> f64| {
                 over_rounds(rounds, |round| {
-                    Some(f(&r(round, k)?) - f(&r(round, Kind::Direct)?))
+                    Some(latency(&r(round, k)?, f)? - latency(&r(round, Kind::Direct)?, f)?)
                 })
             };
             let abs = |f: &dyn Fn(&RunsResult) -> Option<f64>| {
@@ -1041,19 +1047,19 @@ fn report(
                     "—".into()
                 },
                 if is_proxy {
-                    signed(diff(&|x| x.latency.p50_us), 0)
+                    signed(diff(|l| l.p50_us), 0)
                 } else {
                     "—".into()
                 },
                 if is_proxy {
-                    signed(diff(&|x| x.latency.p99_us), 0)
+                    signed(diff(|l| l.p99_us), 0)
                 } else {
                     "—".into()
                 },
                 fmt(abs(&|x| Some(x.rps)), 0),
-                fmt(abs(&|x| Some(x.latency.p50_us)), 0),
-                fmt(abs(&|x| Some(x.latency.p99_us)), 0),
-                fmt(abs(&|x| Some(x.latency.p999_us)), 0),
+                fmt(abs(&|x| latency(x, |l| l.p50_us)), 0),
+                fmt(abs(&|x| latency(x, |l| l.p99_us)), 0),
+                fmt(abs(&|x| latency(x, |l| l.p999_us)), 0),
                 if is_proxy {
                     fmt(abs(&cpu_per_request), 1)
                 } else {
