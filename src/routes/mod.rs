@@ -59,7 +59,8 @@ enum Methods {
 }
 
 impl Route {
-    /// How many routes there are; [`Route::index`] is below this.
+    /// How many routes there are (`Resume` is the last variant);
+    /// [`Route::index`] is below this.
     pub const COUNT: usize = Route::Resume as usize + 1;
 
     /// A dense index, for tables by route.
@@ -89,9 +90,18 @@ impl Route {
 
     fn methods(self) -> Methods {
         match self {
+            Route::Home
+            | Route::Health
+            | Route::Ready
+            | Route::Info
+            | Route::Metrics
+            | Route::Upstreams
+            | Route::Config
+            | Route::Workflows
+            | Route::Workflow
+            | Route::Run => Methods::Get,
             Route::Runs => Methods::GetPost,
             Route::Cancel | Route::Continue | Route::Resume => Methods::Post,
-            _ => Methods::Get,
         }
     }
 }
