@@ -403,9 +403,10 @@ impl ReadSocket for OwnedReadHalf {
 }
 
 /// Reads what the socket has into `buf`: the byte count, 0 at the end of
-/// the stream. An empty buffer is given back before waiting and nothing is
-/// reserved until the socket is readable, so a waiting connection (an idle
-/// keep-alive, a quiet event stream) holds no buffer.
+/// the stream. An empty buffer goes to this thread's spares (see
+/// [`spare_buffers`]) before waiting and none is taken until the socket is
+/// readable, so a waiting connection (an idle keep-alive, a quiet event
+/// stream) holds no buffer.
 pub fn poll_fill<R: ReadSocket>(
     io: &mut R,
     buf: &mut BytesMut,

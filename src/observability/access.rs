@@ -1,6 +1,6 @@
 //! The access layer: one log line and the request metrics per request,
 //! written when the response body ends (so streams are measured whole), as a
-//! tower layer around every route, together with the per-request plumbing
+//! tower layer around the router, together with the per-request plumbing
 //! that used to be separate layers (request id, sensitive headers, the
 //! request span, the body limit).
 
@@ -282,10 +282,13 @@ fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
 fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let matched = Matched::of(path);
     let route = matched.as_ref().map(|m| m.route);
+    // The id as the router decodes it, so a request is labelled with the
+    // workflow it was routed to.
     let upstream = matched
         .as_ref()
-        .and_then(|m| m.raw_id(path))
-        .and_then(|id| state.upstreams.get(id));
+        .map(|m| m.id(path))
+        .filter(|id| !id.is_empty())
+        .and_then(|id| state.upstreams.get(&id));
     let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }

@@ -22,10 +22,10 @@ use crate::upstream::cache::CacheStats;
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub workflow: Arc<str>,
-    pub route: &'static str,
-    pub status: u16,
+struct RequestLabels {
+    workflow: Arc<str>,
+    route: &'static str,
+    status: u16,
 }
 
 /// Labels of latency histograms. Shared and static strings, so that the
@@ -159,10 +159,10 @@ fn overhead_histogram() -> Histogram {
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    pub time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    pub overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_streams: Gauge,
     /// Handles for requests that name no configured workflow.
     pub unlabelled: RouteMetricsCache,

@@ -95,15 +95,13 @@ impl AttemptBody {
             let body = match &mut self.source {
                 Source::Held(slot) => {
                     let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-                    self.source = match taken {
-                        Some(body) => Source::Reading(body),
-                        None => {
-                            self.source = Source::Ended;
-                            return Poll::Ready(Some(Err(axum::Error::new(
-                                "request body already sent to another replica",
-                            ))));
-                        }
+                    let Some(body) = taken else {
+                        self.source = Source::Ended;
+                        return Poll::Ready(Some(Err(axum::Error::new(
+                            "request body already sent to another replica",
+                        ))));
                     };
+                    self.source = Source::Reading(body);
                     continue;
                 }
                 Source::Reading(body) => body,
