@@ -31,6 +31,7 @@ pub mod observability;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod sharded;
 pub mod state;
 pub mod upstream;
 

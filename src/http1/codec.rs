@@ -435,7 +435,7 @@ pub fn poll_fill<R: ReadSocket>(
 /// here instead of from malloc saves a large allocation and a free per
 /// request on each side of the proxy, and the buffer is still warm in cache.
 mod spare_buffers {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     use bytes::BytesMut;
 
@@ -447,6 +447,9 @@ mod spare_buffers {
 
     thread_local! {
         static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        /// The fewest spares this thread had since the last [`trim`]: that
+        /// many went unused all along.
+        static LOW_WATER: Cell<usize> = const { Cell::new(0) };
     }
 
     /// Keeps an empty buffer if it owns a whole allocation of at least
@@ -464,9 +467,52 @@ mod spare_buffers {
     }
 
     pub(super) fn take() -> Option<BytesMut> {
-        SPARE.with(|spare| spare.borrow_mut().pop())
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let buf = spare.pop();
+            LOW_WATER.with(|low| low.set(low.get().min(spare.len())));
+            buf
+        })
+    }
+
+    /// Frees the spares that went unused since the last call (a burst's
+    /// buffers once it is over), and returns how many are left.
+    pub fn trim() -> usize {
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let unused = LOW_WATER.with(Cell::get).min(spare.len());
+            let keep = spare.len() - unused;
+            spare.truncate(keep);
+            LOW_WATER.with(|low| low.set(spare.len()));
+            spare.len()
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn trim_frees_only_the_buffers_left_unused() {
+            let buffer = || BytesMut::with_capacity(READ_SIZE);
+            trim();
+            for _ in 0..3 {
+                put(buffer());
+            }
+            // They came back after the last trim: not yet unused for a
+            // whole interval.
+            assert_eq!(trim(), 3);
+            // One is taken and given back: two were never needed.
+            let taken = take();
+            assert!(taken.is_some());
+            put(buffer());
+            assert_eq!(trim(), 1);
+            assert_eq!(trim(), 0);
+        }
     }
 }
+
+pub use spare_buffers::trim as trim_spare_buffers;
 
 /// Writes all of `parts` (at most [`MAX_PARTS`]) with as few vectored
 /// writes as the socket allows: a head and a body chunk usually leave in one

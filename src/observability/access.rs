@@ -46,7 +46,6 @@ impl Outcome {
 
 /// Everything the access line needs, carried until the body ends.
 struct AccessRecord {
-    state: SharedState,
     start: Instant,
     metrics: Arc<RouteMetrics>,
     method: http::Method,
@@ -90,8 +89,7 @@ impl AccessRecord {
         } else {
             access!(info);
         }
-        self.metrics
-            .observe_end(&self.state.metrics, elapsed, self.status);
+        self.metrics.observe_end(elapsed, self.status);
     }
 }
 
@@ -153,10 +151,6 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        // The service that was polled ready handles this request.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        let state = self.state.clone();
         let start = Instant::now();
 
         let request_id = match request.headers().get(&REQUEST_ID) {
@@ -182,15 +176,20 @@ where
         );
         tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
 
-        let metrics = route_metrics(&state, request.uri().path());
+        let metrics = route_metrics(&self.state, request.uri().path());
         let method = request.method().clone();
         let uri = request.uri().clone();
         let id_header = request_id.clone();
-        let limited = limit_body(request, self.max_body_bytes);
+        // Called here, not in the future below: the inner service was polled
+        // ready for this call, and nothing needs cloning into the future.
+        let handling = {
+            let _entered = span.enter();
+            limit_body(request, self.max_body_bytes).map(|request| self.inner.call(request))
+        };
 
         let handled = async move {
-            let mut response = match limited {
-                Ok(request) => match inner.call(request).await {
+            let mut response = match handling {
+                Ok(handling) => match handling.await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
@@ -199,7 +198,8 @@ where
             if !response.headers().contains_key(&REQUEST_ID) {
                 response.headers_mut().insert(REQUEST_ID, id_header);
             }
-            let forwarded = response.extensions().get::<Forwarded>().cloned();
+            // Taken, not cloned: nothing outside this layer reads it.
+            let forwarded = response.extensions_mut().remove::<Forwarded>();
             let waited = forwarded.as_ref().map_or(Duration::ZERO, |f| f.waited);
             metrics.observe_head(start.elapsed(), waited);
             let status = response.status();
@@ -218,7 +218,6 @@ where
                 );
             }
             let record = AccessRecord {
-                state,
                 start,
                 metrics,
                 method,

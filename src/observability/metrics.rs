@@ -13,8 +13,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use super::per_thread;
 
 use crate::routes::Route;
 use crate::upstream::Upstreams;
@@ -62,25 +63,28 @@ pub struct RouteMetrics {
     duration: Histogram,
     time_to_first_byte: Histogram,
     overhead: Histogram,
+    /// The `requests` family, for statuses other than 200.
+    requests: Family<RequestLabels, per_thread::Counter>,
     /// `requests` with status 200, the most common answer; resolved on the
     /// first one, so no zero series appears for a route that never had one.
-    ok: OnceLock<Counter>,
+    ok: OnceLock<per_thread::Counter>,
 }
+
+/// The request histograms: per thread, see [`per_thread`].
+type Histogram = per_thread::Histogram;
 
 impl RouteMetrics {
     /// Records the latencies up to the response head.
     pub fn observe_head(&self, head: Duration, waited_on_host: Duration) {
-        self.time_to_first_byte.observe(head.as_secs_f64());
-        self.overhead
-            .observe(head.saturating_sub(waited_on_host).as_secs_f64());
+        self.time_to_first_byte.observe(head);
+        self.overhead.observe(head.saturating_sub(waited_on_host));
     }
 
     /// Records a request whose response body ended.
-    pub fn observe_end(&self, metrics: &Metrics, elapsed: Duration, status: u16) {
-        self.duration.observe(elapsed.as_secs_f64());
+    pub fn observe_end(&self, elapsed: Duration, status: u16) {
+        self.duration.observe(elapsed);
         let counter = |status| {
-            metrics
-                .requests
+            self.requests
                 .get_or_create(&RequestLabels {
                     workflow: self.labels.workflow.clone(),
                     route: self.labels.route,
@@ -149,17 +153,17 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 ];
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS.iter().copied())
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 fn overhead_histogram() -> Histogram {
-    Histogram::new(OVERHEAD_BUCKETS.iter().copied())
+    Histogram::new(OVERHEAD_BUCKETS)
 }
 
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, per_thread::Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
     overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -183,7 +187,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agentos_gateway");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, per_thread::Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by workflow, route and status",
@@ -274,6 +278,7 @@ impl Metrics {
             duration: self.duration.get_or_create(&labels).clone(),
             time_to_first_byte: self.time_to_first_byte.get_or_create(&labels).clone(),
             overhead: self.overhead.get_or_create(&labels).clone(),
+            requests: self.requests.clone(),
             ok: OnceLock::new(),
             labels,
         }

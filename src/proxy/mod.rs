@@ -47,7 +47,6 @@ type Sent = Result<(http::Response<HostBody>, Duration), ClientError>;
 /// the metrics.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
-    pub upstream: Arc<Upstream>,
     /// The replica that answered.
     pub replica: Arc<Replica>,
     /// Time from sending the request to the host's response head.
@@ -101,8 +100,8 @@ pub async fn forward(
     let declared_body = has_body(&parts.method, &parts.headers);
     let urlencoded = is_urlencoded(&parts.headers);
     let mut headers = outgoing_headers(upstream, std::mem::take(&mut parts.headers));
-    let replicas = upstream.group.replicas.all();
-    let several = replicas.len() > 1;
+    let replica_count = upstream.group.replicas.count();
+    let several = replica_count > 1;
     let caller = Caller {
         bearer: bearer_of(&headers),
         form: (matches!(call, Call::NewRun | Call::Run { .. })
@@ -165,7 +164,7 @@ pub async fn forward(
                 declared_len(&headers),
             )
         });
-        let last_attempt = failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replicas.len());
+        let last_attempt = failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replica_count);
         let attempt_headers = if last_attempt {
             std::mem::take(&mut headers)
         } else {
@@ -354,8 +353,7 @@ fn respond(
         replica.record_success();
     }
     let mut forwarded = Forwarded {
-        upstream: upstream.clone(),
-        replica: replica.clone(),
+        replica,
         waited,
         events: None,
     };
@@ -366,7 +364,7 @@ fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     // Owners are worth learning only where there is a choice of replica.
-    let learn_owner = matches!(call, Call::NewRun) && upstream.group.replicas.all().len() > 1;
+    let learn_owner = matches!(call, Call::NewRun) && upstream.group.replicas.count() > 1;
 
     let body = if is_event_stream {
         // Tell proxies in front of us not to buffer the stream (agno #10077).

@@ -13,8 +13,10 @@
 //! It spreads load like least-requests without every gateway replica herding
 //! onto the same "least busy" host.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -22,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::AgentOsClient;
 use crate::config::EjectionPolicy;
+use crate::sharded::Sharded;
 
 #[derive(Debug, Default)]
 struct Health {
@@ -38,11 +41,17 @@ struct Health {
 #[derive(Debug)]
 pub struct Replica {
     pub client: AgentOsClient,
-    in_flight: AtomicUsize,
+    /// Requests in flight, counted per thread (a request's end is counted
+    /// on the shard its start was).
+    in_flight: Sharded<AtomicIsize>,
     bulkhead: Option<Arc<Semaphore>>,
     max_concurrent: Option<usize>,
     policy: EjectionPolicy,
     health: Mutex<Health>,
+    /// Whether `health` has a failure streak or an ejection for a success
+    /// to clear. Read without the lock, so that the success of every
+    /// request on a healthy replica writes nothing all threads share.
+    troubled: AtomicBool,
     /// Slots for the cancels the gateway sends on its own (a client left
     /// mid-stream). When a load balancer restarts, thousands of streams end
     /// at once: their cancels queue here instead of opening thousands of
@@ -58,6 +67,8 @@ const GATEWAY_CANCELS_AT_ONCE: usize = 32;
 #[derive(Debug)]
 pub struct InFlight {
     replica: Arc<Replica>,
+    /// The `in_flight` shard this request is counted on.
+    shard: usize,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -69,7 +80,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.replica
+            .in_flight
+            .get(self.shard)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -81,11 +95,12 @@ impl Replica {
     ) -> Self {
         Replica {
             client,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Sharded::default(),
             bulkhead: max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
             max_concurrent,
             policy,
             health: Mutex::new(Health::default()),
+            troubled: AtomicBool::new(false),
             gateway_cancels: Semaphore::new(GATEWAY_CANCELS_AT_ONCE),
         }
     }
@@ -95,7 +110,23 @@ impl Replica {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        let total: isize = self
+            .in_flight
+            .iter()
+            .map(|shard| shard.load(Ordering::Relaxed))
+            .sum();
+        usize::try_from(total).unwrap_or(0)
+    }
+
+    /// Counts a request in flight on this thread's shard.
+    fn begin(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>) -> InFlight {
+        let (shard, count) = self.in_flight.local();
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            replica: self.clone(),
+            shard,
+            _permit: permit,
+        }
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -113,11 +144,7 @@ impl Replica {
     /// about a run the replica already carries (cancel, continue, resume),
     /// which must not be refused because new runs filled the bulkhead.
     pub fn begin_unbounded(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            replica: self.clone(),
-            _permit: None,
-        }
+        self.begin(None)
     }
 
     /// Takes a bulkhead slot and counts the request in flight; `None` when the
@@ -127,26 +154,28 @@ impl Replica {
             Some(semaphore) => Some(semaphore.clone().try_acquire_owned().ok()?),
             None => None,
         };
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(InFlight {
-            replica: self.clone(),
-            _permit: permit,
-        })
+        Some(self.begin(permit))
     }
 
     /// A request got an answer that is not a host failure.
     pub fn record_success(&self) {
+        if !self.troubled.load(Ordering::Relaxed) {
+            return;
+        }
         let mut health = self.health();
         health.consecutive_failures = 0;
         if health.ejected_until.is_some_and(|t| Instant::now() >= t) {
             health.ejected_until = None;
             health.ejections = 0;
         }
+        self.troubled
+            .store(health.ejected_until.is_some(), Ordering::Relaxed);
     }
 
     /// A request failed to connect or got a 5xx; ejects after a streak.
     pub fn record_failure(&self, error: &str) {
         let mut health = self.health();
+        self.troubled.store(true, Ordering::Relaxed);
         health.consecutive_failures += 1;
         health.last_error = Some(error.to_owned());
         let now = Instant::now();
@@ -182,6 +211,7 @@ impl Replica {
                 health.ejected_until = None;
                 health.consecutive_failures = 0;
                 health.ejections = 0;
+                self.troubled.store(false, Ordering::Relaxed);
             }
             Err(error) => {
                 if !health.check_failed {
@@ -242,32 +272,35 @@ pub enum PickError {
 
 /// The replicas behind one host group. The list is replaced whole when DNS
 /// discovery sees a change; replicas that stay keep their pool and health.
+///
+/// An `ArcSwap`, not a `RwLock`: every request reads the list, and a read
+/// lock (or an `Arc` clone) writes a word that every serving thread
+/// shares; `arc-swap`'s reads write only to the reading thread's own slots.
 #[derive(Debug, Default)]
 pub struct ReplicaSet {
-    replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
+    replicas: ArcSwap<Vec<Arc<Replica>>>,
 }
 
 impl ReplicaSet {
     pub fn new(replicas: Vec<Arc<Replica>>) -> Self {
         ReplicaSet {
-            replicas: RwLock::new(Arc::new(replicas)),
+            replicas: ArcSwap::from_pointee(replicas),
         }
     }
 
-    /// The current replicas.
+    /// The current replicas, to keep.
     pub fn all(&self) -> Arc<Vec<Arc<Replica>>> {
-        self.replicas
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.replicas.load_full()
+    }
+
+    /// How many replicas there are now.
+    pub fn count(&self) -> usize {
+        self.replicas.load().len()
     }
 
     /// Replaces the list (DNS discovery).
     pub fn replace(&self, replicas: Vec<Arc<Replica>>) {
-        *self
-            .replicas
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(replicas);
+        self.replicas.store(Arc::new(replicas));
     }
 
     /// Picks a replica for a new request, skipping `exclude` (replicas that
@@ -275,7 +308,7 @@ impl ReplicaSet {
     /// is available, every replica is a candidate, since trying a replica
     /// that may have recovered beats refusing outright.
     pub fn pick(&self, exclude: &[Arc<Replica>]) -> Result<InFlight, PickError> {
-        let all = self.all();
+        let all = self.replicas.load();
         // One replica (most workflows): no choice to make, nothing to collect.
         if let [only] = all.as_slice()
             && exclude.is_empty()
