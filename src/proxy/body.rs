@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::run_ids::{FormScanner, JsonIdScanner};
+use super::transport::HostBody;
 use crate::client::ClientError;
 use crate::state::SharedState;
 use crate::upstream::replica::InFlight;
@@ -252,39 +254,130 @@ impl OwnerLearning {
     }
 }
 
-/// Streams a non-event-stream body, failing when no chunk arrives within
-/// `idle` (which aborts the caller's connection: the only honest signal
-/// left once the status line is out). The in-flight slot is held until the
-/// body ends.
-pub fn plain(
-    body: impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static,
+/// A host's non-event-stream response body on its way to the caller,
+/// failing when no chunk arrives within `idle` (which aborts the caller's
+/// connection: the only honest signal left once the status line is out).
+/// The in-flight slot is held until the body ends.
+///
+/// A body of its own rather than a stream under `tokio::time::timeout`:
+/// most answers are already in the read buffer when first polled, and a
+/// timeout per chunk read the clock and built a timer for each of them.
+/// Here the timer is armed only when the host makes the caller wait, and
+/// the end of a sized body is reported without another poll.
+pub struct PlainBody {
+    host: HostBody,
     idle: Duration,
-    in_flight: InFlight,
+    /// Armed when a wait starts, reset for each later wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    /// Released when the body ends.
+    in_flight: Option<InFlight>,
     learning: Option<OwnerLearning>,
-) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
-    let start = Some((Box::pin(body), in_flight, learning));
-    futures::stream::unfold(start, move |state| async move {
-        let (mut body, in_flight, mut learning) = state?;
-        let replica = in_flight.replica();
-        match tokio::time::timeout(idle, body.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                if let Some(learning) = learning.as_mut() {
-                    learning.feed(&chunk, &in_flight);
-                }
-                Some((Ok(chunk), Some((body, in_flight, learning))))
-            }
-            Ok(None) => None,
-            Ok(Some(Err(error))) => {
-                replica.record_failure(&error.to_string());
-                Some((Err(error), None))
-            }
-            Err(_) => Some((Err(replica.client.idle_timeout_error(idle)), None)),
+}
+
+impl PlainBody {
+    pub fn new(
+        host: HostBody,
+        idle: Duration,
+        in_flight: InFlight,
+        learning: Option<OwnerLearning>,
+    ) -> Self {
+        PlainBody {
+            host,
+            idle,
+            timer: None,
+            waiting: false,
+            in_flight: Some(in_flight),
+            learning,
         }
-    })
+    }
+
+    /// Ends the body, with `error` if any.
+    fn end(
+        &mut self,
+        error: Option<ClientError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+        self.in_flight = None;
+        Poll::Ready(error.map(Err))
+    }
+
+    /// Polls the idle timer, arming it if this is the start of a wait.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = (!self.waiting).then(|| Instant::now() + self.idle);
+        self.waiting = true;
+        let timer = match (&mut self.timer, deadline) {
+            (Some(timer), Some(deadline)) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            (Some(timer), None) => timer,
+            (None, deadline) => self.timer.insert(Box::pin(sleep_until(
+                deadline.unwrap_or_else(|| Instant::now() + self.idle),
+            ))),
+        };
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl http_body::Body for PlainBody {
+    type Data = Bytes;
+    type Error = ClientError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(in_flight) = &this.in_flight else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(&mut this.host).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.waiting = false;
+                    // Trailers are not relayed (HTTP/1 hosts send none).
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
+                    if let Some(learning) = this.learning.as_mut() {
+                        learning.feed(&chunk, in_flight);
+                    }
+                    if this.host.is_end_stream() {
+                        this.in_flight = None;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    in_flight.replica().record_failure(&error.to_string());
+                    return this.end(Some(error));
+                }
+                Poll::Ready(None) => return this.end(None),
+                Poll::Pending => {
+                    if !this.timed_out(cx) {
+                        return Poll::Pending;
+                    }
+                    let idle = this.idle;
+                    let error = (this.in_flight.as_ref())
+                        .map(|in_flight| in_flight.replica().client.idle_timeout_error(idle));
+                    return this.end(error);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.in_flight.is_none() || self.host.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.host.size_hint()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     /// The body one attempt sends for a caller body of `parts`, and whether
@@ -347,5 +440,90 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert!(!held.untouched());
         assert!(second.next().await.unwrap().is_err());
+    }
+
+    fn replica() -> Arc<crate::upstream::replica::Replica> {
+        let url = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let client = crate::client::AgentOsClient::new(&url, Duration::from_secs(1)).unwrap();
+        let policy = crate::config::EjectionPolicy {
+            consecutive_failures: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        };
+        Arc::new(crate::upstream::replica::Replica::new(client, None, policy))
+    }
+
+    /// A plain body fed through the returned sender, with a 100 ms idle
+    /// timeout.
+    fn plain_body(
+        replica: &Arc<crate::upstream::replica::Replica>,
+    ) -> (tokio::sync::mpsc::Sender<Bytes>, PlainBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let chunks = tokio_stream_of(rx);
+        let host = HostBody::Reqwest(chunks);
+        let body = PlainBody::new(
+            host,
+            Duration::from_millis(100),
+            replica.begin_unbounded(),
+            None,
+        );
+        (tx, body)
+    }
+
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes, ClientError>> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_plain_body_relays_chunks_across_waits_and_releases_its_slot_at_the_end() {
+        let replica = replica();
+        let (tx, body) = plain_body(&replica);
+        let mut frames = http_body_util::BodyStream::new(body);
+        assert_eq!(replica.in_flight(), 1);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        let a = frames.next().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(a, "a");
+        // A wait (the timer is armed), then a chunk within the timeout.
+        let next = tokio::spawn(async move {
+            let b = frames.next().await.unwrap().unwrap().into_data().unwrap();
+            (b, frames)
+        });
+        tokio::task::yield_now().await;
+        tx.send(Bytes::from_static(b"b")).await.unwrap();
+        let (b, mut frames) = next.await.unwrap();
+        assert_eq!(b, "b");
+        drop(tx);
+        assert!(frames.next().await.is_none());
+        assert_eq!(replica.in_flight(), 0, "the slot is released at the end");
+    }
+
+    #[tokio::test]
+    async fn a_plain_body_that_stalls_fails_after_the_idle_timeout() {
+        let replica = replica();
+        let (tx, body) = plain_body(&replica);
+        let mut frames = http_body_util::BodyStream::new(body);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert!(frames.next().await.unwrap().is_ok());
+        // Bounded, so a missing timeout fails instead of hanging the suite.
+        let error = tokio::time::timeout(Duration::from_secs(10), frames.next())
+            .await
+            .expect("the idle timeout ends the body")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ClientError::RemoteServerUnavailable {
+                    phase: crate::client::UnavailablePhase::IdleTimeout { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(replica.in_flight(), 0);
+        assert!(frames.next().await.is_none(), "nothing after the error");
+        drop(tx);
     }
 }

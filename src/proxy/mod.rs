@@ -397,8 +397,8 @@ fn respond(
             workflow: upstream.config.id.clone(),
             scanner: run_ids::JsonIdScanner::new(),
         });
-        Body::from_stream(body::plain(
-            host_body.into_stream(),
+        Body::new(body::PlainBody::new(
+            host_body,
             upstream.config.timeout,
             in_flight,
             learning,
