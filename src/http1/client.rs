@@ -101,7 +101,7 @@ impl Connection {
         head.extend_from_slice(b" HTTP/1.1\r\n");
         codec::encode_headers(&mut head, &headers);
         head.extend_from_slice(b"\r\n");
-        drop(headers);
+        codec::recycle_header_map(headers);
 
         self.write_request(head, body, chunked).await?;
         let (parts, keep_alive) = self.read_head().await?;

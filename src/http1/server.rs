@@ -630,6 +630,7 @@ async fn write_response(
         && framing != Framing::UntilClose
         && !response.status().is_informational();
     let head = encode_head(response, &fields, exchange.version, framing, keep_alive);
+    codec::recycle_header_map(std::mem::take(response.headers_mut()));
     if framing == Framing::Bodiless {
         codec::write_all(io, &[&head]).await?;
     } else {

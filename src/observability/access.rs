@@ -153,21 +153,24 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let start = Instant::now();
 
-        let request_id = match request.headers().get(&REQUEST_ID) {
-            Some(id) => id.clone(),
+        // One pass over the fields: the caller's request id, and credentials
+        // marked sensitive (kept out of debug output).
+        let mut caller_id = None;
+        for (name, value) in request.headers_mut().iter_mut() {
+            if name == header::AUTHORIZATION || name == header::COOKIE {
+                value.set_sensitive(true);
+            } else if caller_id.is_none() && name == REQUEST_ID {
+                caller_id = Some(value.clone());
+            }
+        }
+        let request_id = match caller_id {
+            Some(id) => id,
             None => {
                 let id = new_request_id();
                 request.headers_mut().insert(REQUEST_ID, id.clone());
                 id
             }
         };
-        for name in [header::AUTHORIZATION, header::COOKIE] {
-            if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
-                for value in entry.iter_mut() {
-                    value.set_sensitive(true);
-                }
-            }
-        }
         let span = tracing::info_span!(
             "request",
             method = %request.method(),

@@ -96,14 +96,26 @@ pub async fn forward(
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
     let (mut parts, body) = request.into_parts();
-    // The facts below are read from the caller's headers before they move.
-    let declared_body = has_body(&parts.method, &parts.headers);
-    let urlencoded = is_urlencoded(&parts.headers);
-    let mut headers = outgoing_headers(upstream, std::mem::take(&mut parts.headers));
+    let facts = HeadFacts::of(&parts.headers);
+    let declared_body = facts.has_body(&parts.method);
+    let urlencoded = facts.urlencoded;
+    let mut headers = std::mem::take(&mut parts.headers);
+    if facts.hop_by_hop {
+        strip_hop_by_hop(&mut headers);
+    }
+    let mut bearer = facts.bearer;
+    if !facts.authorization
+        && let Some(token) = &upstream.config.auth_token
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+    {
+        headers.insert(header::AUTHORIZATION, value);
+        bearer = Some(Arc::from(token.expose()));
+    }
+    let mut declared_len = facts.content_length;
     let replica_count = upstream.group.replicas.count();
     let several = replica_count > 1;
     let caller = Caller {
-        bearer: bearer_of(&headers),
+        bearer,
         form: (matches!(call, Call::NewRun | Call::Run { .. })
             && parts.method == Method::POST
             && urlencoded)
@@ -121,11 +133,7 @@ pub async fn forward(
         if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
             let in_flight = owner.begin_unbounded();
             let body = declared_body.then(|| {
-                body::HeldBody::new(body).for_attempt(
-                    caller.form.as_ref(),
-                    None,
-                    declared_len(&headers),
-                )
+                body::HeldBody::new(body).for_attempt(caller.form.as_ref(), None, declared_len)
             });
             let (method, headers) = (&parts.method, headers);
             let sent = send(upstream, method, path_and_query, headers, body, &in_flight).await;
@@ -142,6 +150,7 @@ pub async fn forward(
     if assign_run_id.is_some() {
         // The body grows by the appended field.
         headers.remove(header::CONTENT_LENGTH);
+        declared_len = None;
     }
     let idempotent = parts.method == Method::GET;
     let mut failed: Vec<Arc<Replica>> = Vec::new();
@@ -157,13 +166,9 @@ pub async fn forward(
                 .owners
                 .record(&upstream.config.id, run_id, in_flight.replica());
         }
-        let body = held.as_ref().map(|h| {
-            h.for_attempt(
-                caller.form.as_ref(),
-                assign_run_id.clone(),
-                declared_len(&headers),
-            )
-        });
+        let body = held
+            .as_ref()
+            .map(|h| h.for_attempt(caller.form.as_ref(), assign_run_id.clone(), declared_len));
         let last_attempt = failed.len() + 1 >= MAX_CONNECT_ATTEMPTS.min(replica_count);
         let attempt_headers = if last_attempt {
             std::mem::take(&mut headers)
@@ -198,19 +203,6 @@ pub async fn forward(
     }
 }
 
-/// The caller's headers for the host: hop-by-hop headers dropped, the
-/// workflow's `auth_token` added when the caller sent no Authorization.
-fn outgoing_headers(upstream: &Upstream, mut headers: HeaderMap) -> HeaderMap {
-    strip_hop_by_hop(&mut headers);
-    if !headers.contains_key(header::AUTHORIZATION)
-        && let Some(token) = &upstream.config.auth_token
-        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-    {
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    headers
-}
-
 /// What the gateway knows about the caller's request, for the cancels it
 /// may send on the caller's behalf.
 #[derive(Debug, Default)]
@@ -222,32 +214,60 @@ struct Caller {
     form: Option<Arc<body::FormFacts>>,
 }
 
-/// The bearer token the host gets.
-fn bearer_of(headers: &HeaderMap) -> Option<Arc<str>> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(Arc::from)
+/// What forwarding needs from the caller's head, read in one pass over its
+/// fields (a handful of hashed look-ups cost more than walking them).
+#[derive(Debug, Default)]
+struct HeadFacts {
+    transfer_encoding: bool,
+    /// `Content-Length` as a number, if given and valid.
+    content_length: Option<u64>,
+    /// Whether `Content-Length` is given and says 0.
+    empty: Option<bool>,
+    urlencoded: bool,
+    authorization: bool,
+    /// The caller's bearer token.
+    bearer: Option<Arc<str>>,
+    /// Any hop-by-hop field (to strip before forwarding).
+    hop_by_hop: bool,
 }
 
-/// The `Content-Length` the host will get, if any.
-fn declared_len(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
+impl HeadFacts {
+    fn of(headers: &HeaderMap) -> HeadFacts {
+        let mut facts = HeadFacts::default();
+        for (name, value) in headers {
+            if name == header::CONTENT_LENGTH {
+                let text = value.to_str().map(str::trim).unwrap_or_default();
+                facts.empty = Some(text == "0");
+                facts.content_length = text.parse().ok();
+            } else if name == header::CONTENT_TYPE {
+                facts.urlencoded = value
+                    .as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded");
+            } else if name == header::AUTHORIZATION {
+                facts.authorization = true;
+                facts.bearer = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(Arc::from);
+            } else if is_hop_by_hop(name) {
+                facts.hop_by_hop = true;
+                facts.transfer_encoding |= name == header::TRANSFER_ENCODING;
+            }
+        }
+        facts
+    }
 
-fn is_urlencoded(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+    /// Whether the caller sent a body worth streaming upstream.
+    fn has_body(&self, method: &Method) -> bool {
+        if self.transfer_encoding {
+            return true;
+        }
+        match self.empty {
+            Some(empty) => !empty,
+            None => !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+        }
+    }
 }
 
 /// One request to one replica, up to its response head: through the
@@ -475,20 +495,6 @@ async fn fan_out_call(
     }
 }
 
-/// Whether the caller sent a body worth streaming upstream.
-fn has_body(method: &Method, headers: &HeaderMap) -> bool {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        return true;
-    }
-    match headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(len) => len.trim() != "0",
-        None => !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
-    }
-}
-
 /// Headers that describe one hop only (RFC 9110 §7.6.1) and must not be
 /// forwarded. `content-length` stays: the body is streamed unchanged, so the
 /// length still holds and the host is not forced onto chunked framing.
@@ -581,6 +587,7 @@ mod tests {
 
     #[test]
     fn body_detection() {
+        let has_body = |method, h: &HeaderMap| HeadFacts::of(h).has_body(method);
         let mut h = HeaderMap::new();
         assert!(!has_body(&Method::GET, &h));
         assert!(has_body(&Method::POST, &h));
@@ -588,5 +595,35 @@ mod tests {
         assert!(!has_body(&Method::POST, &h));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         assert!(has_body(&Method::POST, &h));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(has_body(&Method::GET, &h));
+    }
+
+    #[test]
+    fn head_facts_are_read_in_one_pass() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(" 12 "));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
+        let facts = HeadFacts::of(&h);
+        assert_eq!(facts.content_length, Some(12));
+        assert!(facts.urlencoded && facts.authorization && !facts.hop_by_hop);
+        assert_eq!(facts.bearer.as_deref(), Some("tok"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let facts = HeadFacts::of(&h);
+        assert!(facts.authorization && facts.bearer.is_none() && facts.hop_by_hop);
     }
 }

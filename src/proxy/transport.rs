@@ -144,7 +144,10 @@ impl Pool {
     async fn checkout(&self) -> Result<Connection, ClientError> {
         loop {
             let Some(connection) = self.idle().pop() else {
-                return self.connect().await;
+                // Boxed: connecting (name resolution, a timer) makes a big
+                // future, which would otherwise be part of every request's
+                // (allocated and copied per request) though it rarely runs.
+                return Box::pin(self.connect()).await;
             };
             if connection.is_reusable() {
                 return Ok(connection);
