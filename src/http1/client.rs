@@ -71,7 +71,7 @@ impl Connection {
         method: &Method,
         target: &str,
         mut headers: HeaderMap,
-        body: Option<B>,
+        mut body: Option<B>,
     ) -> Result<(http::response::Parts, ResponseBody), SendError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -103,7 +103,10 @@ impl Connection {
         head.extend_from_slice(b"\r\n");
         codec::recycle_header_map(headers);
 
-        self.write_request(head, body, chunked).await?;
+        // The body by reference: moved into the write's future, it was stored
+        // there three times over (rustc keeps each binding), and that future
+        // is copied as it nests into the request's.
+        self.write_request(head, body.as_mut(), chunked).await?;
         let (parts, keep_alive) = self.read_head().await?;
         let kind = if *method == Method::HEAD
             || parts.status == StatusCode::NO_CONTENT
@@ -129,21 +132,21 @@ impl Connection {
     async fn write_request<B>(
         &mut self,
         head: Vec<u8>,
-        body: Option<B>,
+        body: Option<&mut B>,
         chunked: bool,
     ) -> Result<(), SendError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Some(mut body) = body else {
+        let Some(body) = body else {
             return Ok(codec::write_all(&mut self.stream, &[&head]).await?);
         };
         // The first chunk usually is ready (a form already read whole): it
         // leaves with the head, in one write.
         let mut head = Some(head);
         loop {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
             let data = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => Some(data),
