@@ -6,7 +6,10 @@
 #   bench/profile.sh held [streams]                   -> heap bytes held per open idle stream, by call site (valgrind dhat)
 #   bench/profile.sh perf [connections] [seconds]     -> target/bench/perf.svg (flamegraph with `cargo install inferno`; a flat profile without)
 #   bench/profile.sh callgrind [requests]             -> instructions per request (stable across runs)
-#   bench/profile.sh syscalls [connections] [seconds] -> syscalls per request (strace -c)
+#   bench/profile.sh syscalls [connections] [seconds] -> syscalls per request, by call (perf stat; strace -c without perf)
+#   bench/profile.sh versus [connections] [pairs]      -> nginx and the gateway in alternating runs: each one's user and
+#                                                         system CPU per request, the host's and the client's, and how
+#                                                         busy the two cores were
 # Builds a release binary with line tables into target/profiling.
 # GATEWAY=/path/to/agentos-gateway profiles another build (an older commit
 # built in a `git worktree`, say) against the same host and load.
@@ -136,10 +139,72 @@ PY
   syscalls)
     conns=${2:-32}; secs=${3:-3}
     start_runs "$conns" 500 $((secs * 1000 + 1000))
-    timeout "$secs" strace -f -c -p "$gw_pid" -o "$out/strace.txt" || true
-    wait $load
-    cat "$work/load.out"
-    head -30 "$out/strace.txt"
+    if perf stat -e syscalls:sys_enter_writev true > /dev/null 2>&1; then
+      # Tracepoint counts: exact, and cheap enough not to change the load.
+      events=syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,context-switches
+      perf stat -x, -e "$events" -p "$gw_pid" -o "$work/stat.txt" -- sleep "$secs"
+      wait $load
+      python3 - "$work/stat.txt" "$work/load.out" "$secs" <<'PY'
+import json, sys
+result = json.loads(open(sys.argv[2]).read().split(" ", 1)[1])
+served = result["rps"] * float(sys.argv[3])
+for line in open(sys.argv[1]):
+    fields = line.strip().split(",")
+    if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+        print(f"{fields[2].split(':')[-1]:28} {float(fields[0]) / served:6.3f} per request")
+PY
+    else
+      timeout "$secs" strace -f -c -p "$gw_pid" -o "$out/strace.txt" || true
+      wait $load
+      cat "$work/load.out"
+      head -30 "$out/strace.txt"
+    fi
     ;;
-  *) echo "usage: $0 cpu|allocs|held|perf|callgrind|syscalls" >&2; exit 64 ;;
+  versus)
+    conns=${2:-32}; pairs=${3:-3}; secs=4
+    start_gateway "$gateway"
+    ngport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$work/nginx"
+    # The bench's nginx contender (bench/src/main.rs, nginx_conf).
+    cat > "$work/nginx/nginx.conf" <<EOF
+daemon off; worker_processes auto; worker_rlimit_nofile 4096; pid $work/nginx/nginx.pid; error_log stderr warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $work/nginx/cb; proxy_temp_path $work/nginx/p;
+  fastcgi_temp_path $work/nginx/f; uwsgi_temp_path $work/nginx/u; scgi_temp_path $work/nginx/s;
+  keepalive_requests 1000000;
+  upstream agentos { server $host; keepalive 1024; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$ngport backlog=4096; location / { proxy_pass http://agentos; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 3600s; } } }
+EOF
+    nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2> "$work/nginx.err" &
+    pids+=($!)
+    ng_master=$!
+    for _ in $(seq 100); do [ -n "$(pgrep -P "$ng_master" | head -1)" ] && break; sleep 0.05; done
+    ng_workers=$(pgrep -P "$ng_master" | paste -sd,)
+    # User and system ticks of a comma-separated list of processes.
+    ticks() { local u=0 s=0 a b p; for p in ${1//,/ }; do read -r a b < <(cpu_ticks "$p"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+    side() { # name port pids
+      local t0 t1 h0 h1
+      t0=$(ticks "$3"); h0=$(ticks "$host_pid")
+      "$bin/bench-load" --addr "127.0.0.1:$2" runs --connections "$conns" --warmup-ms 0 --duration-ms $((secs * 1000)) > "$work/load.out"
+      t1=$(ticks "$3"); h1=$(ticks "$host_pid")
+      python3 - "$1" "$work/load.out" "$(getconf CLK_TCK)" "$t0" "$t1" "$h0" "$h1" <<'PY'
+import json, sys
+name, path, hz = sys.argv[1], sys.argv[2], float(sys.argv[3])
+(u0, s0), (u1, s1), (hu0, hs0), (hu1, hs1) = ([int(x) for x in a.split()] for a in sys.argv[4:8])
+r = json.loads(open(path).read().split(" ", 1)[1])
+n, secs = r["requests"], r["seconds"]
+per = lambda ticks: ticks / hz * 1e6 / n
+host, client = per(hu1 - hu0 + hs1 - hs0), r["cpu"]["client_us"] / n
+proxy_u, proxy_s = per(u1 - u0), per(s1 - s0)
+busy = (proxy_u + proxy_s + host + client) * n / secs / 1e6 / 2
+print(f"{name:16} req/s {r['rps']:7.0f}  proxy user {proxy_u:4.1f} system {proxy_s:4.1f}  host {host:4.1f}  client {client:4.1f} µs/req  cores busy {busy:4.2f}")
+PY
+    }
+    for _ in $(seq "$pairs"); do
+      side nginx "$ngport" "$ng_workers"
+      side agentos-gateway "$port" "$gw_pid"
+    done
+    ;;
+  *) echo "usage: $0 cpu|allocs|held|perf|callgrind|syscalls|versus" >&2; exit 64 ;;
 esac

@@ -18,7 +18,9 @@
 //! `TOKIO_WORKER_THREADS`), each running a single-threaded runtime that
 //! serves the connection and opens its upstream connections to completion.
 //! A request then never crosses threads: no work-stealing wake-ups, no
-//! contended pool (see BENCHMARKS.md for what that bought). On a
+//! contended pool, and what every request writes (metrics, in-flight
+//! counts) is kept per thread (`crate::sharded`); see BENCHMARKS.md for
+//! what that bought. Each thread also runs [`upkeep`]. On a
 //! single-threaded runtime (tests) connections are served right there.
 
 use std::future::Future;
