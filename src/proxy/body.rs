@@ -303,19 +303,16 @@ impl PlainBody {
 
     /// Polls the idle timer, arming it if this is the start of a wait.
     fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = (!self.waiting).then(|| Instant::now() + self.idle);
-        self.waiting = true;
-        let timer = match (&mut self.timer, deadline) {
-            (Some(timer), Some(deadline)) => {
-                timer.as_mut().reset(deadline);
-                timer
+        if !self.waiting {
+            // A wait starts: the host has `idle` from now.
+            let deadline = Instant::now() + self.idle;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(sleep_until(deadline))),
             }
-            (Some(timer), None) => timer,
-            (None, deadline) => self.timer.insert(Box::pin(sleep_until(
-                deadline.unwrap_or_else(|| Instant::now() + self.idle),
-            ))),
-        };
-        timer.as_mut().poll(cx).is_ready()
+            self.waiting = true;
+        }
+        (self.timer.as_mut()).is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
     }
 }
 

@@ -103,6 +103,8 @@ pub async fn forward(
     if facts.hop_by_hop {
         strip_hop_by_hop(&mut headers);
     }
+    // The workflow's `auth_token` goes to the host when the caller sent no
+    // Authorization of its own.
     let mut bearer = facts.bearer;
     if !facts.authorization
         && let Some(token) = &upstream.config.auth_token
