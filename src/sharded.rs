@@ -5,9 +5,10 @@
 //! Why: the gateway serves thread-per-core (see `crate::server`), and a
 //! request otherwise shares nothing with the other threads, except words
 //! that every request writes. Each such write pulls the cache line away
-//! from the other core; profiles showed these contended atomics (lock
-//! words, shared counters, `Arc` counts) at about a fifth of the gateway's
-//! own CPU samples. A reader (a scrape, a replica pick) sums the shards.
+//! from the other core: a fifth of the gateway's own CPU samples landed on
+//! atomic instructions, many of them on such shared words (lock words,
+//! counters, `Arc` counts). A reader (a scrape, a replica pick) sums the
+//! shards.
 //!
 //! A serving thread claims its shard ([`claim`]); any other thread gets
 //! one round-robin on first use. More threads than shards share shards,
