@@ -134,8 +134,9 @@ const ADDED_FIELDS: usize = 4;
 /// The header fields at `fields` in `head`, as a `HeaderMap` whose values
 /// are slices of `head` (no copies).
 pub fn header_map(fields: &[FieldIndex], head: &Bytes) -> Result<HeaderMap, FramingError> {
-    let mut headers =
-        spare_maps::take().unwrap_or_else(|| HeaderMap::with_capacity(fields.len() + ADDED_FIELDS));
+    let mut headers = spare_maps::take().unwrap_or_default();
+    // No-op for a recycled map of a typical head's size.
+    headers.reserve(fields.len() + ADDED_FIELDS);
     for field in fields {
         let (name, value) = (field.name, field.value);
         let name_bytes = head
@@ -148,12 +149,6 @@ pub fn header_map(fields: &[FieldIndex], head: &Bytes) -> Result<HeaderMap, Fram
         headers.append(name, value);
     }
     Ok(headers)
-}
-
-/// Hands a head's header map back once the head is written, for the next
-/// head this thread parses.
-pub fn recycle_header_map(headers: HeaderMap) {
-    spare_maps::put(headers);
 }
 
 /// Header maps of heads already written, kept per thread for the next
@@ -174,7 +169,9 @@ mod spare_maps {
         static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     }
 
-    pub(super) fn put(mut headers: HeaderMap) {
+    /// Hands a head's header map back once the head is written, for the
+    /// next head this thread parses.
+    pub fn put(mut headers: HeaderMap) {
         if headers.capacity() == 0 || headers.capacity() > MAX_CAPACITY {
             return;
         }
@@ -556,6 +553,7 @@ mod spare_buffers {
 }
 
 pub use spare_buffers::trim as trim_spare_buffers;
+pub use spare_maps::put as recycle_header_map;
 
 /// Writes all of `parts` (at most [`MAX_PARTS`]) with as few vectored
 /// writes as the socket allows: a head and a body chunk usually leave in one

@@ -139,7 +139,7 @@ pub struct Access<S> {
 
 impl<S> Service<Request> for Access<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;

@@ -4,7 +4,8 @@
 //!
 //! Built on `prometheus-client`, the Prometheus project's own Rust client:
 //! it gives typed label sets and the exposition format without hand-written
-//! encoding.
+//! encoding. The metrics every request updates use its families with a
+//! counter and a histogram of our own, kept per thread ([`per_thread`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

@@ -71,6 +71,7 @@ impl Histogram {
     /// A histogram with `bounds` (ascending, at most [`MAX_BOUNDS`]; any
     /// beyond are dropped) and `+Inf`.
     pub fn new(bounds: &'static [f64]) -> Histogram {
+        debug_assert!(bounds.len() <= MAX_BOUNDS, "too many histogram bounds");
         Histogram {
             bounds: &bounds[..bounds.len().min(MAX_BOUNDS)],
             shards: Arc::default(),
