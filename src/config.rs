@@ -56,10 +56,40 @@ pub const DEFAULT_HEALTH_CHECK_INTERVAL_SECS: f64 = 5.0;
 /// Default seconds between DNS look-ups of a discovered host group.
 pub const DEFAULT_DNS_REFRESH_SECS: f64 = 10.0;
 
+/// Where the admin listener (Prometheus `/metrics`, `/gateway/upstreams`)
+/// listens by default: Envoy's admin port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9901";
+/// Pending connections the kernel queues for `accept` (nginx uses 511; a
+/// burst of connects beyond the queue waits a second for a SYN retry).
+pub const DEFAULT_LISTEN_BACKLOG: u64 = 1024;
+/// Caller connections open at once; beyond it a new one is closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Seconds a new connection has to send its first request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: f64 = 30.0;
+/// Seconds an idle caller connection (no request in flight) stays open;
+/// nginx's `keepalive_timeout`.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_SECS: f64 = 75.0;
+/// Seconds a write to a caller may wait for the caller to read; nginx's
+/// `send_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT_SECS: f64 = 60.0;
+/// Largest request head (request line and fields), in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
+/// The smallest head limit hyper accepts.
+pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
+/// Most fields in one request head.
+pub const DEFAULT_MAX_HEADERS: u64 = 100;
+/// Most concurrent streams on one HTTP/2 connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 128;
+/// Seconds an idle pooled host connection is kept: below uvicorn's 5 s
+/// keep-alive, so the gateway never sends on a connection the host is
+/// closing.
+pub const DEFAULT_POOL_IDLE_TIMEOUT_SECS: f64 = 4.0;
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub admin: AdminConfig,
     /// Every host group: the named `[[host_groups]]` and one implicit group
     /// per distinct `base_url`/`base_urls` of a workflow.
     pub host_groups: Vec<HostGroupConfig>,
@@ -127,6 +157,57 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Allowed browser origins; `None` means any origin (`["*"]`).
     pub cors_origins: Option<Vec<String>>,
+    pub limits: ConnectionLimits,
+    /// How long an idle pooled connection to a host is kept.
+    pub pool_idle_timeout: Duration,
+    /// Extra PEM root certificates trusted for `https://` hosts, beyond the
+    /// system's.
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+/// What one caller may hold of the gateway: connections, time and head
+/// size. Every timer starts when the resource is taken.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// The listen socket's accept queue.
+    pub listen_backlog: u32,
+    /// Caller connections open at once.
+    pub max_connections: usize,
+    /// From accept until the first request head is complete.
+    pub header_read_timeout: Duration,
+    /// An open connection with no request in flight (HTTP/1 and h2).
+    pub keep_alive_timeout: Duration,
+    /// A write to a caller that does not read.
+    pub write_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Most fields in a request head.
+    pub max_headers: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            listen_backlog: DEFAULT_LISTEN_BACKLOG as u32,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            header_read_timeout: Duration::from_secs_f64(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            keep_alive_timeout: Duration::from_secs_f64(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS),
+            write_timeout: Duration::from_secs_f64(DEFAULT_WRITE_TIMEOUT_SECS),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+            max_headers: DEFAULT_MAX_HEADERS as usize,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS as u32,
+        }
+    }
+}
+
+/// The `[admin]` table: the operators' listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where Prometheus `/metrics` and `/gateway/upstreams` are served;
+    /// `None` (`listen = ""`) turns the admin listener off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// One `[[workflows]]` entry: a workflow on a remote AgentOS host.
@@ -207,6 +288,8 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     host_groups: Vec<Spanned<RawHostGroup>>,
     #[serde(default)]
     workflows: Vec<Spanned<RawWorkflow>>,
@@ -258,6 +341,23 @@ struct RawServer {
     config_ttl: Option<Spanned<f64>>,
     #[serde(default)]
     cors: RawCors,
+    // Connection limits and the host transport.
+    listen_backlog: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    header_read_timeout: Option<Spanned<f64>>,
+    keep_alive_timeout: Option<Spanned<f64>>,
+    write_timeout: Option<Spanned<f64>>,
+    max_header_bytes: Option<Spanned<u64>>,
+    max_headers: Option<Spanned<u64>>,
+    h2_max_concurrent_streams: Option<Spanned<u64>>,
+    pool_idle_timeout: Option<Spanned<f64>>,
+    upstream_ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -587,7 +687,15 @@ fn validate(
             DEFAULT_DRAIN_TIMEOUT_SECS,
         )?,
         cors_origins,
+        limits: limits(s, env, locate)?,
+        pool_idle_timeout: duration(
+            &s.pool_idle_timeout,
+            "pool_idle_timeout",
+            DEFAULT_POOL_IDLE_TIMEOUT_SECS,
+        )?,
+        upstream_ca_file: upstream_ca_file(s, env, locate)?,
     };
+    let admin = admin(&raw.admin, env, locate)?;
     let flag = |file: &Option<Spanned<bool>>, key: &str, default: bool| {
         Ok::<_, ConfigError>(
             server_setting(file, key, env, parse_bool)?.map_or(default, |v| v.value),
@@ -855,9 +963,145 @@ fn validate(
     }
     Ok(Config {
         server,
+        admin,
         host_groups,
         workflows,
     })
+}
+
+/// The connection limits of `[server]`.
+fn limits(
+    s: &RawServer,
+    env: &dyn Fn(&str) -> Option<String>,
+    locate: &Locator,
+) -> Result<ConnectionLimits, ConfigError> {
+    let duration = |file: &Option<Spanned<f64>>, key: &str, default: f64| {
+        let setting = server_setting(file, key, env, parse_seconds)?;
+        seconds(setting, default, &format!("server.{key}"), locate)
+    };
+    let count = |file: &Option<Spanned<u64>>, key: &str, default: u64, range: (u64, u64)| {
+        let setting = server_setting(file, key, env, parse_count)?;
+        let (min, max) = range;
+        match setting {
+            None => Ok(default),
+            Some(v) if v.value < min || v.value > max => Err(locate.at(
+                &v.origin,
+                &format!("server.{key}"),
+                format!(
+                    "must be a whole number from {min} to {max}, got {}",
+                    v.value
+                ),
+            )),
+            Some(v) => Ok(v.value),
+        }
+    };
+    Ok(ConnectionLimits {
+        listen_backlog: count(
+            &s.listen_backlog,
+            "listen_backlog",
+            DEFAULT_LISTEN_BACKLOG,
+            (1, 65_535),
+        )? as u32,
+        max_connections: count(
+            &s.max_connections,
+            "max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+            (1, 10_000_000),
+        )? as usize,
+        header_read_timeout: duration(
+            &s.header_read_timeout,
+            "header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        )?,
+        keep_alive_timeout: duration(
+            &s.keep_alive_timeout,
+            "keep_alive_timeout",
+            DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
+        )?,
+        write_timeout: duration(
+            &s.write_timeout,
+            "write_timeout",
+            DEFAULT_WRITE_TIMEOUT_SECS,
+        )?,
+        max_header_bytes: count(
+            &s.max_header_bytes,
+            "max_header_bytes",
+            DEFAULT_MAX_HEADER_BYTES,
+            (MIN_MAX_HEADER_BYTES, 16 * 1024 * 1024),
+        )? as usize,
+        max_headers: count(
+            &s.max_headers,
+            "max_headers",
+            DEFAULT_MAX_HEADERS,
+            (1, 10_000),
+        )? as usize,
+        h2_max_concurrent_streams: count(
+            &s.h2_max_concurrent_streams,
+            "h2_max_concurrent_streams",
+            DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            (1, 1_000_000),
+        )? as u32,
+    })
+}
+
+/// `server.upstream_ca_file`: must name a readable file of PEM certificates.
+fn upstream_ca_file(
+    s: &RawServer,
+    env: &dyn Fn(&str) -> Option<String>,
+    locate: &Locator,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let setting = server_setting(&s.upstream_ca_file, "upstream_ca_file", env, |raw| {
+        Ok(raw.to_owned())
+    })?;
+    let Some(v) = setting else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(&v.value);
+    match std::fs::read(&path) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Ok(Some(path)),
+        Ok(_) => Err(locate.at(
+            &v.origin,
+            "server.upstream_ca_file",
+            format!("`{}` holds no PEM certificate", v.value),
+        )),
+        Err(e) => Err(locate.at(
+            &v.origin,
+            "server.upstream_ca_file",
+            format!("cannot read `{}`: {e}", v.value),
+        )),
+    }
+}
+
+/// The `[admin]` table; `AGENTOS_GATEWAY_ADMIN_LISTEN` overrides its
+/// `listen`.
+fn admin(
+    raw: &RawAdmin,
+    env: &dyn Fn(&str) -> Option<String>,
+    locate: &Locator,
+) -> Result<AdminConfig, ConfigError> {
+    let var = format!("{ENV_PREFIX}ADMIN_LISTEN");
+    let setting = match env(&var) {
+        Some(value) => Some(Setting {
+            value: value.trim().to_owned(),
+            origin: Origin::Env(var),
+        }),
+        None => from_file(&raw.listen),
+    };
+    let listen = match setting {
+        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+        Some(v) if v.value.is_empty() => None,
+        Some(v) => Some(v.value.parse().map_err(|_| {
+            locate.at(
+                &v.origin,
+                "admin.listen",
+                format!(
+                    "`{}` is not an IP:port address (\"\" turns the listener off)",
+                    v.value
+                ),
+            )
+        })?),
+    };
+    Ok(AdminConfig { listen })
 }
 
 /// `[server]`-level defaults for host groups.
