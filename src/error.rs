@@ -43,6 +43,10 @@ pub enum GatewayError {
     /// The host's answer could not be understood.
     #[error("Remote server at {base_url} sent an invalid response: {reason}")]
     UpstreamInvalid { base_url: String, reason: String },
+    /// The caller's request broke HTTP's framing rules (a second `Host`, a
+    /// transfer coding other than chunked, a broken chunked body).
+    #[error("{0}")]
+    BadRequest(String),
     /// The caller's request body went over `server.max_body_bytes`.
     #[error("Request body is too large")]
     PayloadTooLarge,
@@ -67,6 +71,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamStatus { status, .. } => *status,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -83,6 +88,7 @@ impl GatewayError {
             GatewayError::UpstreamStatus { .. } => "status",
             GatewayError::UpstreamInvalid { .. } => "invalid",
             GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Draining => "draining",
             GatewayError::NoCapacity(_) => "no_capacity",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -115,6 +121,9 @@ impl From<ClientError> for GatewayError {
                 GatewayError::UpstreamInvalid { base_url, reason }
             }
             ClientError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            ClientError::RequestBody { reason, .. } => {
+                GatewayError::BadRequest(format!("Invalid request body: {reason}"))
+            }
             error @ ClientError::Unavailable { .. } => GatewayError::NoCapacity(error.to_string()),
         }
     }

@@ -1,8 +1,8 @@
 //! Cross-cutting concerns as tower layers, applied once around every route:
 //! trailing-slash normalisation, CORS, and the access layer
 //! (`observability::access`: request ids, the tracing span, the access log
-//! and request metrics, the request body limit). Handlers never repeat any of
-//! this.
+//! and request metrics, the framing rules of [`check_framing`], the request
+//! body limit). Handlers never repeat any of this.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -25,6 +25,37 @@ use crate::state::SharedState;
 /// `X-Request-Id`: kept when the caller sends one, created otherwise, sent to
 /// the host and returned to the caller.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The framing rules of RFC 9112 that hyper leaves to the application,
+/// checked before a request is routed; a request that breaks one is
+/// answered 400 and its connection closed, and nothing of it reaches a
+/// host. (hyper itself refuses the rest: an invalid or conflicting
+/// `Content-Length`, `Transfer-Encoding` in HTTP/1.0 or not ending in
+/// `chunked`, obs-fold, bare CR, bad chunk sizes. Given both
+/// `Content-Length` and `Transfer-Encoding: chunked`, it drops the length,
+/// decodes the chunks and closes the connection after the answer, as
+/// RFC 9112 §6.1 allows; the gateway re-frames what it forwards, so the
+/// host still parses exactly one request.)
+pub fn check_framing(request: &Request) -> Result<(), &'static str> {
+    let headers = request.headers();
+    if request.version() <= http::Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) if request.version() == http::Version::HTTP_11 => {
+                return Err("Missing Host header");
+            }
+            (Some(_), Some(_)) => return Err("More than one Host header"),
+            _ => {}
+        }
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next()
+        && (codings.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err("Unsupported Transfer-Encoding: only a single `chunked` is accepted");
+    }
+    Ok(())
+}
 
 /// What the listener serves: the routes inside every layer.
 pub type App = NormalizePath<OriginGatedCors>;
@@ -107,5 +138,44 @@ fn cors(server: &ServerConfig) -> CorsLayer {
                 origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
             ))
             .allow_credentials(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: http::Version, headers: &[(&str, &str)]) -> Request {
+        let mut builder = http::Request::builder().version(version).uri("/health");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn framing_rules_hyper_leaves_to_the_application() {
+        use http::Version;
+        let ok = |v, h: &[(&str, &str)]| check_framing(&request(v, h)).is_ok();
+        assert!(ok(Version::HTTP_11, &[("host", "gw")]));
+        assert!(!ok(Version::HTTP_11, &[]), "HTTP/1.1 needs a Host");
+        assert!(ok(Version::HTTP_10, &[]), "HTTP/1.0 may omit it");
+        assert!(!ok(Version::HTTP_11, &[("host", "a"), ("host", "b")]));
+        assert!(!ok(Version::HTTP_10, &[("host", "a"), ("host", "a")]));
+        assert!(ok(Version::HTTP_2, &[]), "h2 names its authority elsewhere");
+        let chunked = [("host", "gw"), ("transfer-encoding", "chunked")];
+        assert!(ok(Version::HTTP_11, &chunked));
+        assert!(!ok(
+            Version::HTTP_11,
+            &[("host", "gw"), ("transfer-encoding", "gzip, chunked")]
+        ));
+        assert!(!ok(
+            Version::HTTP_11,
+            &[
+                ("host", "gw"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]
+        ));
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! Module map, in the order a request meets them:
 //! - [`config`]: the TOML schema, defaults and start-up validation.
-//! - [`server`]: serving the app on a bound listener, and shutdown signals.
-//! - [`http1`]: the gateway's own HTTP/1.1 framing, for callers and for hosts.
+//! - [`server`]: serving the app on a bound listener (hyper frames every
+//!   connection, within the connection limits), and shutdown signals.
 //! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
 //! - [`observability`]: Prometheus metrics and the access log layer.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
@@ -25,7 +25,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fakehost;
-pub mod http1;
 pub mod layers;
 pub mod observability;
 pub mod proxy;

@@ -99,7 +99,9 @@ fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
 
 async fn serve(config: Config) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let listen = config.server.listen;
+    let listener = server::bind(listen, config.server.limits.listen_backlog)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         workflows = config.workflows.len(),

@@ -36,7 +36,7 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     /// Builds the state (one pooled client per host) from a validated config.
-    pub fn new(config: &Config) -> Result<SharedState, reqwest::Error> {
+    pub fn new(config: &Config) -> Result<SharedState, String> {
         Ok(Arc::new(AppState {
             server: config.server.clone(),
             upstreams: Upstreams::new(config)?,

@@ -1,6 +1,7 @@
-//! The listener's own HTTP/1.1 framing, end to end through the gateway:
-//! raw requests on one kept-alive connection, a malformed request, and
-//! HTTP/2 with prior knowledge (h2c), which is handed to hyper.
+//! The listener's HTTP framing (hyper's), end to end through the gateway:
+//! raw requests on one kept-alive connection, malformed requests, and
+//! HTTP/2 with prior knowledge (h2c). The adversarial corpus is in
+//! tests/adversarial.rs.
 
 mod common;
 
@@ -55,15 +56,38 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 }
 
 #[tokio::test]
-async fn a_malformed_request_gets_the_json_400() {
+async fn an_unparsable_head_gets_400_and_a_closed_connection() {
     let gw = Gateway::start("").await;
+    // `exchange` reads to the end: the gateway must close.
     let answer = exchange(&gw, b"GET /health HTTP/1.1\r\nhost gw\r\n\r\n").await;
     assert!(
         answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
         "{answer}"
     );
-    assert!(answer.contains("content-type: application/json\r\n"));
-    assert!(answer.ends_with("\r\n\r\n{\"detail\":\"Invalid HTTP request received.\"}"));
+}
+
+#[tokio::test]
+async fn a_second_host_gets_the_agentos_400_and_a_closed_connection() {
+    let gw = Gateway::start("").await;
+    let answer = exchange(
+        &gw,
+        b"GET /health HTTP/1.1\r\nhost: gw\r\nhost: other\r\n\r\nGET /health HTTP/1.1\r\nhost: gw\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("{\"detail\":\"More than one Host header\"}"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "nothing more is read: {answer}"
+    );
 }
 
 #[tokio::test]

@@ -115,6 +115,16 @@ pub enum ClientError {
     /// streamed upstream (the gateway's proxy path only).
     #[error("request body is too large")]
     BodyTooLarge,
+    /// The request body the caller handed over failed while it was sent
+    /// (the gateway's proxy path: a caller's broken chunked framing, or a
+    /// caller that left mid-upload). The caller's fault, not the host's.
+    #[error("request body failed: {reason}")]
+    RequestBody {
+        /// What went wrong with the body.
+        reason: String,
+        /// The caller closed its connection before the body ended.
+        hung_up: bool,
+    },
     /// The client could not be built: a base URL that is not an absolute
     /// http(s) URL, or an HTTP client that failed to initialise.
     #[error("Invalid client configuration for {base_url}: {reason}")]
@@ -188,7 +198,9 @@ impl ClientError {
             | ClientError::Status { base_url, .. }
             | ClientError::Decode { base_url, .. }
             | ClientError::Config { base_url, .. } => Some(base_url),
-            ClientError::Unavailable { .. } | ClientError::BodyTooLarge => None,
+            ClientError::Unavailable { .. }
+            | ClientError::BodyTooLarge
+            | ClientError::RequestBody { .. } => None,
         }
     }
 }

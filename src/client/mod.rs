@@ -115,6 +115,26 @@ impl AgentOsClient {
         Ok(AgentOsClient::from_reqwest(base_url, http, connect_timeout))
     }
 
+    /// As [`AgentOsClient::new`], with the given TLS settings (the
+    /// gateway's: the system's roots plus its configured CA file) instead
+    /// of the platform's.
+    pub fn with_tls(
+        base_url: &Url,
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(1024)
+            .no_proxy()
+            .tls_backend_preconfigured(tls)
+            .build()?;
+        Ok(AgentOsClient::from_reqwest(base_url, http, connect_timeout))
+    }
+
     /// Wraps an existing `reqwest::Client` (its own TLS, proxy and redirect
     /// settings). `connect_timeout` is only reported in errors; the client's
     /// own setting is what applies.

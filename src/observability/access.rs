@@ -187,7 +187,15 @@ where
         // ready for this call, and nothing needs cloning into the future.
         let handling = {
             let _entered = span.enter();
-            limit_body(request, self.max_body_bytes).map(|request| self.inner.call(request))
+            match crate::layers::check_framing(&request) {
+                Ok(()) => {
+                    limit_body(request, self.max_body_bytes).map(|request| self.inner.call(request))
+                }
+                Err(rule) => {
+                    self.state.metrics.caller_error("framing");
+                    Err(GatewayError::BadRequest(rule.to_owned()))
+                }
+            }
         };
 
         let handled = async move {
@@ -196,7 +204,18 @@ where
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
-                Err(too_large) => too_large.into_response(),
+                Err(refused) => {
+                    let close = matches!(refused, GatewayError::BadRequest(_));
+                    let mut response = refused.into_response();
+                    if close {
+                        // Nothing more is read from a caller whose framing
+                        // cannot be trusted.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    response
+                }
             };
             if !response.headers().contains_key(&REQUEST_ID) {
                 response.headers_mut().insert(REQUEST_ID, id_header);

@@ -52,6 +52,12 @@ pub struct ReplicaLabels {
     pub replica: String,
 }
 
+/// Labels of a caller's own error (never counted against a host).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerErrorLabels {
+    kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     result: &'static str,
@@ -172,6 +178,11 @@ pub struct Metrics {
     /// Handles for requests that name no configured workflow.
     pub unlabelled: RouteMetricsCache,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    caller_errors: Family<CallerErrorLabels, Counter>,
+    /// Caller connections open right now.
+    pub open_connections: Gauge,
+    /// Connections closed at accept because `max_connections` were open.
+    pub refused_connections: Counter,
     cache: Family<CacheLabels, Counter>,
     replica_healthy: Family<ReplicaLabels, Gauge>,
     replica_in_flight: Family<ReplicaLabels, Gauge>,
@@ -230,6 +241,25 @@ impl Metrics {
             "Failed calls to hosts, by host and failure kind",
             upstream_errors.clone(),
         );
+        let caller_errors = Family::<CallerErrorLabels, Counter>::default();
+        registry.register(
+            "caller_errors",
+            "Requests that failed by the caller's own doing (bad framing, a body over the \
+             limit, a hang-up mid-upload), by kind; never counted against a host",
+            caller_errors.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Caller connections open right now",
+            open_connections.clone(),
+        );
+        let refused_connections = Counter::default();
+        registry.register(
+            "refused_connections",
+            "Caller connections closed at accept because max_connections were open",
+            refused_connections.clone(),
+        );
         let cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "config_cache_lookups",
@@ -259,6 +289,9 @@ impl Metrics {
             active_streams,
             unlabelled: RouteMetricsCache::new(Arc::from("")),
             upstream_errors,
+            caller_errors,
+            open_connections,
+            refused_connections,
             cache,
             scrape: Mutex::new(()),
         }
@@ -271,6 +304,13 @@ impl Metrics {
                 host: host.to_owned(),
                 kind: kind.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts one request that failed by the caller's doing.
+    pub fn caller_error(&self, kind: &'static str) {
+        self.caller_errors
+            .get_or_create(&CallerErrorLabels { kind })
             .inc();
     }
 

@@ -1,6 +1,7 @@
 //! Body plumbing of the proxy path: the caller's request body, held so that a
-//! connect failure can move the request to another replica, and the host's
-//! non-event-stream response body, relayed with the idle timeout.
+//! connect failure can move the request to another replica (and its
+//! failures told apart from the host's), and the host's non-event-stream
+//! response body, relayed with the idle timeout.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +11,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures::Stream;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::run_ids::{FormScanner, JsonIdScanner};
-use super::transport::HostBody;
 use crate::client::ClientError;
 use crate::state::SharedState;
 use crate::upstream::replica::InFlight;
@@ -24,16 +23,24 @@ use crate::upstream::replica::InFlight;
 /// polls a request body only once the connection is up, so after a connect
 /// failure the body is still here and the request can go elsewhere.
 #[derive(Clone)]
-pub struct HeldBody(Arc<Mutex<Option<Body>>>);
+pub struct HeldBody {
+    slot: Arc<Mutex<Option<Body>>>,
+    /// The body's size as the caller's framing told it, known before it is
+    /// read, so the host is sent a `Content-Length` rather than chunks.
+    size: SizeHint,
+}
 
 impl HeldBody {
     pub fn new(body: Body) -> Self {
-        HeldBody(Arc::new(Mutex::new(Some(body))))
+        HeldBody {
+            size: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+        }
     }
 
     /// Whether no replica has started reading the body.
     pub fn untouched(&self) -> bool {
-        self.0
+        self.slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
@@ -52,8 +59,14 @@ impl HeldBody {
         assign_run_id: Option<Arc<str>>,
         declared_len: Option<u64>,
     ) -> AttemptBody {
+        // An appended field changes the length: then it is unknown.
+        let size = match assign_run_id {
+            Some(_) => SizeHint::default(),
+            None => self.size,
+        };
         AttemptBody {
-            source: Source::Held(self.0.clone()),
+            source: Source::Held(self.slot.clone()),
+            size,
             watch: form.map(|facts| FormWatch {
                 scanner: FormScanner::default(),
                 seen: 0,
@@ -70,6 +83,8 @@ impl HeldBody {
 /// chain of stream adapters (each of which boxed, per request).
 pub struct AttemptBody {
     source: Source,
+    /// What the body will add up to, as far as known.
+    size: SizeHint,
     watch: Option<FormWatch>,
 }
 
@@ -86,22 +101,30 @@ impl AttemptBody {
     /// A body already in memory.
     pub fn full(bytes: Bytes) -> Self {
         AttemptBody {
+            size: SizeHint::with_exact(bytes.len() as u64),
             source: Source::Full(bytes),
             watch: None,
         }
     }
 
+    /// No body.
+    pub fn empty() -> Self {
+        AttemptBody {
+            source: Source::Ended,
+            size: SizeHint::with_exact(0),
+            watch: None,
+        }
+    }
+
     /// The next chunk, as a stream would give it.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, axum::Error>>> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CallerBodyError>>> {
         loop {
             let body = match &mut self.source {
                 Source::Held(slot) => {
                     let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
                     let Some(body) = taken else {
                         self.source = Source::Ended;
-                        return Poll::Ready(Some(Err(axum::Error::new(
-                            "request body already sent to another replica",
-                        ))));
+                        return Poll::Ready(Some(Err(CallerBodyError::Taken)));
                     };
                     self.source = Source::Reading(body);
                     continue;
@@ -127,7 +150,10 @@ impl AttemptBody {
                     }
                     return Poll::Ready(Some(Ok(data)));
                 }
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Some(Err(error)) => {
+                    self.source = Source::Ended;
+                    return Poll::Ready(Some(Err(CallerBodyError::of(&error))));
+                }
                 None => self.source = Source::Ended,
             }
         }
@@ -136,12 +162,12 @@ impl AttemptBody {
 
 impl http_body::Body for AttemptBody {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = CallerBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, CallerBodyError>>> {
         self.get_mut()
             .poll_chunk(cx)
             .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
@@ -152,20 +178,62 @@ impl http_body::Body for AttemptBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.source {
-            Source::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
-            _ => SizeHint::default(),
-        }
+        self.size
     }
 }
 
-/// For reqwest (`https://` hosts), which wants a `Sync` body unless given a
-/// stream.
-impl Stream for AttemptBody {
-    type Item = Result<Bytes, axum::Error>;
+/// Why the caller's request body failed while it was forwarded: the
+/// caller's fault, never counted against the host.
+#[derive(Debug, thiserror::Error)]
+pub enum CallerBodyError {
+    /// Over `server.max_body_bytes`, counted as it arrived.
+    #[error("request body is too large")]
+    TooLarge,
+    /// The caller closed the connection before the body ended.
+    #[error("the caller left before its request body ended")]
+    HungUp,
+    /// The body's framing was broken (a bad chunk size, a bad trailer).
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    /// Another attempt already took the body; a bug, should it happen.
+    #[error("request body already sent to another replica")]
+    Taken,
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_chunk(cx)
+impl CallerBodyError {
+    /// Classifies a failure of the caller's body as the server read it.
+    pub fn of(error: &axum::Error) -> CallerBodyError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        let mut reason = error.to_string();
+        while let Some(e) = source {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return CallerBodyError::TooLarge;
+            }
+            if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+                && hyper.is_incomplete_message()
+            {
+                return CallerBodyError::HungUp;
+            }
+            reason = e.to_string();
+            source = e.source();
+        }
+        CallerBodyError::Malformed(reason)
+    }
+}
+
+impl From<&CallerBodyError> for ClientError {
+    fn from(error: &CallerBodyError) -> ClientError {
+        match error {
+            CallerBodyError::TooLarge => ClientError::BodyTooLarge,
+            CallerBodyError::HungUp => ClientError::RequestBody {
+                reason: error.to_string(),
+                hung_up: true,
+            },
+            CallerBodyError::Malformed(_) | CallerBodyError::Taken => ClientError::RequestBody {
+                reason: error.to_string(),
+                hung_up: false,
+            },
+        }
     }
 }
 
@@ -264,8 +332,8 @@ impl OwnerLearning {
 /// timeout per chunk read the clock and built a timer for each of them.
 /// Here the timer is armed only when the host makes the caller wait, and
 /// the end of a sized body is reported without another poll.
-pub struct PlainBody {
-    host: HostBody,
+pub struct PlainBody<B> {
+    host: B,
     idle: Duration,
     /// Armed when a wait starts, reset for each later wait.
     timer: Option<Pin<Box<Sleep>>>,
@@ -275,9 +343,9 @@ pub struct PlainBody {
     learning: Option<OwnerLearning>,
 }
 
-impl PlainBody {
+impl<B> PlainBody<B> {
     pub fn new(
-        host: HostBody,
+        host: B,
         idle: Duration,
         in_flight: InFlight,
         learning: Option<OwnerLearning>,
@@ -316,7 +384,10 @@ impl PlainBody {
     }
 }
 
-impl http_body::Body for PlainBody {
+impl<B> http_body::Body for PlainBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = ClientError> + Unpin,
+{
     type Data = Bytes;
     type Error = ClientError;
 
@@ -379,6 +450,11 @@ mod tests {
 
     /// The body one attempt sends for a caller body of `parts`, and whether
     /// the run was then known to be a foreground one.
+    /// Every chunk an attempt gives, as a stream would give them.
+    async fn sent_by(attempt: AttemptBody) -> Vec<Result<Bytes, CallerBodyError>> {
+        http_body_util::BodyDataStream::new(attempt).collect().await
+    }
+
     async fn watched(parts: &[&'static str]) -> (String, bool) {
         let chunks = futures::stream::iter(
             parts
@@ -390,7 +466,7 @@ mod tests {
         assert!(!facts.foreground(), "unknown until the body is complete");
         let held = HeldBody::new(Body::from_stream(chunks));
         let attempt = held.for_attempt(Some(&facts), Some(Arc::from("RID")), None);
-        let out: Vec<_> = attempt.collect().await;
+        let out = sent_by(attempt).await;
         let body = out
             .into_iter()
             .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
@@ -405,7 +481,8 @@ mod tests {
             futures::stream::iter([Ok::<_, axum::Error>(Bytes::from_static(b"message=hi"))])
                 .chain(futures::stream::pending());
         let held = HeldBody::new(Body::from_stream(chunks));
-        let mut attempt = held.for_attempt(Some(&facts), None, Some(10));
+        let attempt = held.for_attempt(Some(&facts), None, Some(10));
+        let mut attempt = http_body_util::BodyDataStream::new(attempt);
         attempt.next().await.unwrap().unwrap();
         assert!(facts.foreground());
     }
@@ -431,33 +508,40 @@ mod tests {
     async fn a_body_is_sent_by_one_attempt_only() {
         let held = HeldBody::new(Body::from("message=hi"));
         let first = held.for_attempt(None, None, None);
-        let mut second = held.for_attempt(None, None, None);
+        let second = held.for_attempt(None, None, None);
         assert!(held.untouched(), "nothing is taken until an attempt reads");
-        let sent: Vec<_> = first.collect().await;
+        assert_eq!(
+            http_body::Body::size_hint(&first).exact(),
+            Some(10),
+            "the caller's length is known before the body is read"
+        );
+        let sent = sent_by(first).await;
         assert_eq!(sent.len(), 1);
         assert!(!held.untouched());
-        assert!(second.next().await.unwrap().is_err());
+        assert!(matches!(
+            sent_by(second).await.as_slice(),
+            [Err(CallerBodyError::Taken)]
+        ));
     }
 
     fn replica() -> Arc<crate::upstream::replica::Replica> {
         let url = url::Url::parse("http://127.0.0.1:9").unwrap();
-        let client = crate::client::AgentOsClient::new(&url, Duration::from_secs(1)).unwrap();
         let policy = crate::config::EjectionPolicy {
             consecutive_failures: 5,
             base: Duration::from_secs(1),
             max: Duration::from_secs(1),
         };
-        Arc::new(crate::upstream::replica::Replica::new(client, None, policy))
+        crate::upstream::replica::Replica::for_tests(&url, None, policy)
     }
 
     /// A plain body fed through the returned sender, with a 100 ms idle
     /// timeout.
     fn plain_body(
         replica: &Arc<crate::upstream::replica::Replica>,
-    ) -> (tokio::sync::mpsc::Sender<Bytes>, PlainBody) {
+    ) -> (tokio::sync::mpsc::Sender<Bytes>, PlainBody<TestBody>) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let chunks = tokio_stream_of(rx);
-        let host = HostBody::Reqwest(chunks);
+        let chunks = tokio_stream_of(rx).map(to_frame as fn(_) -> _);
+        let host = http_body_util::StreamBody::new(chunks);
         let body = PlainBody::new(
             host,
             Duration::from_millis(100),
@@ -466,6 +550,17 @@ mod tests {
         );
         (tx, body)
     }
+
+    fn to_frame(chunk: Result<Bytes, ClientError>) -> Result<Frame<Bytes>, ClientError> {
+        chunk.map(Frame::data)
+    }
+
+    type TestBody = http_body_util::StreamBody<
+        futures::stream::Map<
+            futures::stream::BoxStream<'static, Result<Bytes, ClientError>>,
+            fn(Result<Bytes, ClientError>) -> Result<Frame<Bytes>, ClientError>,
+        >,
+    >;
 
     fn tokio_stream_of(
         mut rx: tokio::sync::mpsc::Receiver<Bytes>,

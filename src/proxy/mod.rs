@@ -247,11 +247,7 @@ impl HeadFacts {
                     .starts_with(b"application/x-www-form-urlencoded");
             } else if name == header::AUTHORIZATION {
                 facts.authorization = true;
-                facts.bearer = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(Arc::from);
+                facts.bearer = value.to_str().ok().and_then(bearer_token).map(Arc::from);
             } else if is_hop_by_hop(name) {
                 facts.hop_by_hop = true;
                 facts.transfer_encoding |= name == header::TRANSFER_ENCODING;
@@ -272,66 +268,60 @@ impl HeadFacts {
     }
 }
 
-/// One request to one replica, up to its response head: through the
-/// proxy's pooled transport for `http://` hosts, through the replica's
-/// reqwest client for `https://` ones.
+/// The token of an `Authorization` value in the forms AgentOS accepts:
+/// `Bearer x`, with the scheme in any case, or a bare token. Another scheme
+/// (`Basic ...`) has none.
+fn bearer_token(value: &str) -> Option<&str> {
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(token.trim()).filter(|t| !t.is_empty())
+        }
+        Some(_) => None,
+        None => Some(value).filter(|v| !v.is_empty()),
+    }
+}
+
+/// One request to one replica, up to its response head, which must come
+/// within the workflow's `first_byte_timeout`.
 async fn send(
     upstream: &Upstream,
     method: &Method,
     path_and_query: &str,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Option<body::AttemptBody>,
     in_flight: &InFlight,
 ) -> Sent {
-    let client = &in_flight.replica().client;
+    let replica = in_flight.replica();
     let timeout = upstream.config.first_byte_timeout;
     let sent = Instant::now();
-    if let Some(pool) = transport::pool(client.base_url(), upstream.group.config.connect_timeout) {
-        return match tokio::time::timeout(timeout, pool.send(method, path_and_query, headers, body))
-            .await
-        {
-            Ok(Ok(response)) => Ok((response, sent.elapsed())),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(client.timeout_error(timeout)),
-        };
-    }
-    // reqwest sets the host's own `Host` only when none is given.
-    headers.remove(header::HOST);
-    let mut request = client
-        .http()
-        .request(method.clone(), client.url(path_and_query))
-        .headers(headers);
-    if let Some(body) = body {
-        request = request.body(reqwest::Body::wrap_stream(body));
-    }
-    match tokio::time::timeout(timeout, request.send()).await {
-        Ok(Ok(response)) => {
-            let waited = sent.elapsed();
-            let mut head = http::Response::new(());
-            *head.status_mut() = response.status();
-            *head.headers_mut() = response.headers().clone();
-            let (client, idle) = (client.clone(), upstream.config.timeout);
-            let chunks = futures::StreamExt::map(response.bytes_stream(), move |chunk| {
-                chunk.map_err(|e| client.classify(&e, idle))
-            });
-            let body = HostBody::Reqwest(futures::StreamExt::boxed(chunks));
-            Ok((head.map(|()| body), waited))
-        }
-        Ok(Err(e)) => Err(client.classify(&e, timeout)),
-        Err(_) => Err(client.timeout_error(timeout)),
+    let body = body.unwrap_or_else(body::AttemptBody::empty);
+    let exchange = replica
+        .transport
+        .send(method, path_and_query, headers, body);
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(response)) => Ok((response, sent.elapsed())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(replica.client.timeout_error(timeout)),
     }
 }
 
-/// Counts a failed attempt against its replica's health and the metrics.
+/// Counts a failed attempt: against its replica's health and the upstream
+/// metrics when the host failed, as a caller error when the caller's own
+/// body did (never against the host).
 fn note_failure(state: &SharedState, in_flight: &InFlight, error: &ClientError) {
-    if is_host_failure(error) {
-        in_flight.replica().record_failure(&error.to_string());
-    }
-    let error = GatewayError::from(error.clone());
-    if !matches!(error, GatewayError::PayloadTooLarge) {
-        state
-            .metrics
-            .upstream_error(in_flight.replica().base_url(), error.kind());
+    match error {
+        ClientError::BodyTooLarge => state.metrics.caller_error("body_too_large"),
+        ClientError::RequestBody { hung_up: true, .. } => state.metrics.caller_error("hung_up"),
+        ClientError::RequestBody { .. } => state.metrics.caller_error("malformed_body"),
+        _ => {
+            if is_host_failure(error) {
+                in_flight.replica().record_failure(&error.to_string());
+            }
+            let kind = GatewayError::from(error.clone()).kind();
+            state
+                .metrics
+                .upstream_error(in_flight.replica().base_url(), kind);
+        }
     }
 }
 
@@ -381,6 +371,12 @@ fn respond(
     };
     let mut headers = std::mem::take(&mut head.headers);
     strip_hop_by_hop(&mut headers);
+    if !http_body::Body::is_end_stream(&host_body) {
+        // The caller's framing is hyper's to write, from what the body
+        // yields (its exact length when the host gave one). An answer
+        // without a body (HEAD, 204, 304) keeps the host's length.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let is_event_stream = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -627,5 +623,16 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let facts = HeadFacts::of(&h);
         assert!(facts.authorization && facts.bearer.is_none() && facts.hop_by_hop);
+    }
+
+    #[test]
+    fn bearer_tokens_in_every_form_agentos_accepts() {
+        assert_eq!(bearer_token("Bearer tok"), Some("tok"));
+        assert_eq!(bearer_token("bearer tok"), Some("tok"));
+        assert_eq!(bearer_token("BEARER  tok"), Some("tok"));
+        assert_eq!(bearer_token("tok"), Some("tok"));
+        assert_eq!(bearer_token("Basic eA=="), None);
+        assert_eq!(bearer_token(""), None);
+        assert_eq!(bearer_token("Bearer "), None);
     }
 }

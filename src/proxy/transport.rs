@@ -1,241 +1,275 @@
-//! The proxy's own HTTP/1.1 transport to `http://` hosts: pooled keep-alive
-//! connections framed by `crate::http1::client`, with no URL parsing, no
-//! per-request client, no connection task, and the response body handed on
-//! as `Bytes` slices of the read buffer (never copied).
+//! The proxy's transport to one replica: hyper-util's pooled client over
+//! one connector for `http://` and `https://` (rustls), so an `https` host
+//! takes the same run path as a plain one.
 //!
-//! Why not the per-host `reqwest::Client` that metadata calls use, or
-//! hyper's connection-level client: on the run path reqwest cost more than
-//! everything else the gateway does, and hyper's client still spent a task,
-//! a dispatch channel and 20 KiB of buffers per connection; see
-//! BENCHMARKS.md. `https://` hosts still go through reqwest (rustls), which
-//! this module never sees.
+//! hyper frames both directions. The request is re-framed from the body the
+//! gateway decoded, never from what the caller declared: the caller's
+//! `Content-Length` is dropped and hyper writes the length the body reports
+//! (exact when the caller's was, else chunked). A host answer hyper cannot
+//! parse fails the request; [`check_framing`] refuses the answers it parses
+//! but whose framing is ambiguous. Either way the connection is dropped
+//! unread, which closes it: it is never reused.
 //!
-//! Pooling: idle connections wait in a LIFO stack per host. A connection goes
-//! back only once its response body ended cleanly and the answer was not a
-//! 5xx (uvicorn closes the connection after an unhandled 500 without saying
-//! so). One the host closed while it sat idle is noticed at checkout and
-//! dropped. A request is never sent twice: if the host closes a connection
-//! just as a request goes out, that request fails (as with any HTTP client);
-//! the proxy decides whether to try another replica.
+//! Pooling is hyper-util's, one pool per replica (a replica that DNS
+//! discovery removes drops its pool with it). Idle connections are kept for
+//! `pool_idle_timeout`, below uvicorn's 5 s keep-alive, so the gateway does
+//! not write into a connection the host is closing; when it does anyway and
+//! nothing of the request was written, hyper-util sends it again on a fresh
+//! connection.
 
-use std::cell::RefCell;
+use std::error::Error as _;
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use http::header::{HOST, HeaderMap, HeaderValue};
-use http::{Method, Response};
+use http::header::{self, HeaderMap};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
 use http_body::{Frame, SizeHint};
-use tokio::net::TcpStream;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::AttemptBody;
+use super::body::{AttemptBody, CallerBodyError};
 use crate::client::{ClientError, UnavailablePhase};
-use crate::http1::client::{Connection, ResponseBody, SendError};
 
-/// Most idle connections kept per host.
+/// Idle pooled connections kept per replica, at most.
 const MAX_IDLE: usize = 1024;
 
-thread_local! {
-    /// This thread's pools, by base URL and connect timeout. Per thread
-    /// because the gateway serves thread-per-core (see `crate::server`): a
-    /// connection is opened, used and pooled by the one thread whose
-    /// runtime drives it. Connections to one host are interchangeable,
-    /// whichever gateway in the process (tests run several) uses them.
-    static POOLS: RefCell<Vec<Arc<Pool>>> = const { RefCell::new(Vec::new()) };
-}
+/// TLS settings shared by every host connection: the system's roots plus
+/// `server.upstream_ca_file`.
+pub type HostTls = Arc<rustls::ClientConfig>;
 
-/// This thread's pool for the host at `base_url`, or `None` when this
-/// transport does not serve it (`https://`, or a URL it cannot split).
-pub fn pool(base_url: &str, connect_timeout: Duration) -> Option<Arc<Pool>> {
-    POOLS.with(|pools| {
-        let mut pools = pools.borrow_mut();
-        let found = pools.iter().find(|p| {
-            p.connect_timeout == connect_timeout && p.base_url == base_url.trim_end_matches('/')
-        });
-        if let Some(pool) = found {
-            return Some(pool.clone());
+/// Builds the host TLS settings. Reading the system's roots takes a while,
+/// so they are read once per process.
+pub fn host_tls(ca_file: Option<&Path>) -> Result<HostTls, String> {
+    static SYSTEM_ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
+    let mut roots = SYSTEM_ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "a system root certificate could not be read");
+            }
+            roots.add_parsable_certificates(found.certs);
+            roots
+        })
+        .clone();
+    if let Some(path) = ca_file {
+        use rustls_pki_types::pem::PemObject as _;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        let pool = Arc::new(Pool::new(base_url, connect_timeout)?);
-        pools.push(pool.clone());
-        Some(pool)
-    })
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
-/// Keep-alive connections to one host.
-pub struct Pool {
-    base_url: String,
-    /// `host:port`, as connected to and sent in `Host`.
-    authority: String,
-    host: HeaderValue,
+/// One replica's connections.
+#[derive(Clone)]
+pub struct Transport {
+    client: Client<HttpsConnector<HttpConnector>, AttemptBody>,
+    scheme: Scheme,
+    authority: Authority,
     /// The base URL's path, without a trailing slash ("" for none).
     prefix: String,
+    base_url: Arc<str>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
 }
 
-impl Pool {
-    fn new(base_url: &str, connect_timeout: Duration) -> Option<Pool> {
-        let rest = base_url.strip_prefix("http://")?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// The transport for the replica at `base_url` (validated by config:
+    /// `http(s)://host[:port][/prefix]`).
+    pub fn new(
+        base_url: &url::Url,
+        tls: &HostTls,
+        connect_timeout: Duration,
+        pool_idle_timeout: Duration,
+    ) -> Result<Transport, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(tls))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(pool_idle_timeout)
+            .pool_max_idle_per_host(MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let scheme = Scheme::try_from(base_url.scheme()).map_err(|e| e.to_string())?;
+        let host = base_url.host_str().ok_or("no host")?;
+        let authority = match base_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         };
-        if authority.is_empty() || authority.contains('@') {
-            return None;
-        }
-        // `http://host` means port 80; connect needs it spelled out.
-        let has_port = authority
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_ok());
-        let connect = if has_port {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        Some(Pool {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            host: HeaderValue::from_str(authority).ok()?,
-            authority: connect,
-            prefix: prefix.to_owned(),
+        Ok(Transport {
+            client,
+            scheme,
+            authority: Authority::try_from(authority).map_err(|e| e.to_string())?,
+            prefix: base_url.path().trim_end_matches('/').to_owned(),
+            base_url: Arc::from(base_url.as_str().trim_end_matches('/')),
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
         })
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sends one request and returns at its response head.
+    /// Sends one request and returns at its response head. `headers` are
+    /// forwarded as they are, but for `Host` (the host's own) and
+    /// `Content-Length` (hyper writes the body's own).
     pub async fn send(
-        self: &Arc<Self>,
+        &self,
         method: &Method,
         path_and_query: &str,
         mut headers: HeaderMap,
-        body: Option<AttemptBody>,
+        body: AttemptBody,
     ) -> Result<Response<HostBody>, ClientError> {
-        let prefixed;
         let target = if self.prefix.is_empty() {
-            path_and_query
+            PathAndQuery::try_from(path_and_query)
         } else {
-            prefixed = format!("{}{path_and_query}", self.prefix);
-            &prefixed
-        };
-        headers.insert(HOST, self.host.clone());
-        let connection = self.checkout().await?;
-        let (head, mut body) = connection
-            .send(method, target, headers, body)
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))
+        }
+        .map_err(|e| self.transport_error(e.to_string()))?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(target);
+        let uri = Uri::from_parts(uri).map_err(|e| self.transport_error(e.to_string()))?;
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let response = self
+            .client
+            .request(request)
             .await
             .map_err(|e| self.classify(&e))?;
-        if head.status.is_server_error() {
-            body.discard_connection();
-        }
-        let body = HostBody::Pooled(PooledBody {
-            inner: body,
-            pool: self.clone(),
-        });
-        Ok(Response::from_parts(head, body))
-    }
-
-    /// An idle connection the host has not closed, or a new one.
-    async fn checkout(&self) -> Result<Connection, ClientError> {
-        loop {
-            let Some(connection) = self.idle().pop() else {
-                // Boxed: connecting (name resolution, a timer) makes a big
-                // future, which would otherwise be part of every request's
-                // (allocated and copied per request) though it rarely runs.
-                return Box::pin(self.connect()).await;
-            };
-            if connection.is_reusable() {
-                return Ok(connection);
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<Connection, ClientError> {
-        let unavailable = |phase| ClientError::RemoteServerUnavailable {
-            base_url: self.base_url.clone(),
-            phase,
-        };
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
-                .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    return Err(unavailable(UnavailablePhase::Connect {
-                        reason: e.to_string(),
-                    }));
-                }
-                Err(_) => {
-                    return Err(unavailable(UnavailablePhase::ConnectTimeout {
-                        after: self.connect_timeout,
-                    }));
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        Ok(Connection::new(stream))
-    }
-
-    fn put_back(&self, connection: Connection) {
-        let mut idle = self.idle();
-        if idle.len() < MAX_IDLE {
-            idle.push(connection);
-        }
+        check_framing(response.headers()).map_err(|reason| ClientError::Decode {
+            base_url: self.base_url.to_string(),
+            reason: reason.to_owned(),
+        })?;
+        let base_url = self.base_url.clone();
+        Ok(response.map(|inner| HostBody { inner, base_url }))
     }
 
     fn transport_error(&self, reason: String) -> ClientError {
         ClientError::Transport {
-            base_url: self.base_url.clone(),
+            base_url: self.base_url.to_string(),
             reason,
         }
     }
 
-    /// Maps a failed exchange: an over-limit request body, or a broken
-    /// connection or message (the innermost message as the reason).
-    fn classify(&self, error: &SendError) -> ClientError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        let mut reason = error.to_string();
-        while let Some(e) = source {
-            if e.is::<http_body_util::LengthLimitError>() {
-                return ClientError::BodyTooLarge;
-            }
-            reason = e.to_string();
-            source = e.source();
+    /// Maps a failed exchange to its phase: connect (nothing was sent), the
+    /// caller's own body failing (the caller's fault, not the host's), or a
+    /// broken connection or message.
+    fn classify(&self, error: &hyper_util::client::legacy::Error) -> ClientError {
+        if let Some(caller) = find::<CallerBodyError>(error) {
+            return caller.into();
+        }
+        let reason = root_cause(error);
+        if error.is_connect() {
+            let timed_out = find::<std::io::Error>(error)
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            let phase = if timed_out {
+                UnavailablePhase::ConnectTimeout {
+                    after: self.connect_timeout,
+                }
+            } else {
+                UnavailablePhase::Connect { reason }
+            };
+            return ClientError::RemoteServerUnavailable {
+                base_url: self.base_url.to_string(),
+                phase,
+            };
         }
         self.transport_error(reason)
     }
 }
 
-/// A host's response body: frames from the pooled connection (the
-/// connection returns to the pool when the body ends cleanly), or from
-/// reqwest for `https://` hosts.
-pub enum HostBody {
-    Pooled(PooledBody),
-    Reqwest(futures::stream::BoxStream<'static, Result<Bytes, ClientError>>),
+/// Refuses a host answer whose framing is ambiguous (RFC 9112 §6.3): both
+/// `Transfer-Encoding` and `Content-Length` (a response-splitting attempt,
+/// or a broken host), or a transfer coding other than `chunked` alone,
+/// which the gateway could not re-frame faithfully.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(coding) = codings.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err("both Transfer-Encoding and Content-Length");
+    }
+    if codings.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return Err("a Transfer-Encoding other than chunked");
+    }
+    Ok(())
+}
+
+/// The first error of type `E` in `error`'s source chain.
+fn find<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The innermost message of an error chain: "connection reset by peer"
+/// rather than "client error (SendRequest)".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        message = e.to_string();
+        source = e.source();
+    }
+    message
+}
+
+/// A host's response body as hyper decoded it, its errors mapped to
+/// [`ClientError`]. Dropped before its end, it closes the connection.
+pub struct HostBody {
+    inner: Incoming,
+    base_url: Arc<str>,
 }
 
 impl HostBody {
     /// The body's data chunks, as they arrive.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
         http_body_util::BodyDataStream::new(self)
-    }
-}
-
-pub struct PooledBody {
-    inner: ResponseBody,
-    pool: Arc<Pool>,
-}
-
-impl PooledBody {
-    /// Returns the connection to the pool if the body ended cleanly.
-    fn release(&mut self) {
-        if let Some(connection) = self.inner.take_connection() {
-            self.pool.put_back(connection);
-        }
     }
 }
 
@@ -247,42 +281,25 @@ impl http_body::Body for HostBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
-        match self.get_mut() {
-            HostBody::Pooled(body) => {
-                let polled = Pin::new(&mut body.inner).poll_frame(cx);
-                match polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if http_body::Body::is_end_stream(&body.inner) {
-                            body.release();
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(body.pool.classify(&e)))),
-                    Poll::Ready(None) => {
-                        body.release();
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+        let this = self.get_mut();
+        Pin::new(&mut this.inner).poll_frame(cx).map_err(|e| {
+            let reason = match e.source() {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            };
+            ClientError::Transport {
+                base_url: this.base_url.to_string(),
+                reason,
             }
-            HostBody::Reqwest(stream) => Pin::new(stream)
-                .poll_next(cx)
-                .map(|chunk| chunk.map(|c| c.map(Frame::data))),
-        }
+        })
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            HostBody::Pooled(body) => body.inner.is_end_stream(),
-            HostBody::Reqwest(_) => false,
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            HostBody::Pooled(body) => body.inner.size_hint(),
-            HostBody::Reqwest(_) => SizeHint::default(),
-        }
+        self.inner.size_hint()
     }
 }
 
@@ -290,23 +307,45 @@ impl http_body::Body for HostBody {
 mod tests {
     use super::*;
 
+    fn transport(url: &str) -> Transport {
+        let tls = host_tls(None).unwrap();
+        let url = url::Url::parse(url).unwrap();
+        Transport::new(&url, &tls, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+    }
+
     #[test]
     fn base_urls_split_into_authority_and_prefix() {
-        let t = Duration::from_secs(1);
-        let p = Pool::new("http://127.0.0.1:7777", t).unwrap();
+        let t = transport("http://127.0.0.1:7777");
         assert_eq!(
-            (p.authority.as_str(), p.prefix.as_str()),
+            (t.authority.as_str(), t.prefix.as_str()),
             ("127.0.0.1:7777", "")
         );
-        let p = Pool::new("http://agentos.internal/api/v1/", t).unwrap();
-        assert_eq!(p.authority, "agentos.internal:80");
-        assert_eq!(p.host, "agentos.internal");
-        assert_eq!(p.prefix, "/api/v1");
-        let p = Pool::new("http://[::1]:8000", t).unwrap();
-        assert_eq!(p.authority, "[::1]:8000");
-        let p = Pool::new("http://[::1]", t).unwrap();
-        assert_eq!(p.authority, "[::1]:80");
-        assert!(Pool::new("https://h:1", t).is_none());
-        assert!(Pool::new("http://user@h:1", t).is_none());
+        let t = transport("http://agentos.internal/api/v1/");
+        assert_eq!(
+            (t.authority.as_str(), t.prefix.as_str()),
+            ("agentos.internal", "/api/v1")
+        );
+        let t = transport("https://[::1]:8000");
+        assert_eq!(
+            (t.scheme.as_str(), t.authority.as_str()),
+            ("https", "[::1]:8000")
+        );
+    }
+
+    #[test]
+    fn ambiguous_answer_framing_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert!(check_framing(&h).is_err(), "CL + TE");
+        h.remove(header::CONTENT_LENGTH);
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::TRANSFER_ENCODING, "gzip, chunked".parse().unwrap());
+        assert!(check_framing(&h).is_err());
+        h.insert(header::TRANSFER_ENCODING, "Chunked".parse().unwrap());
+        h.append(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert!(check_framing(&h).is_err(), "two TE lines");
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::client::{AgentOsClient, ClientError};
 use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
 use crate::observability::metrics::RouteMetricsCache;
+use crate::proxy::transport::{HostTls, Transport, host_tls};
 use replica::{Replica, ReplicaSet};
 
 /// One exposed workflow and the host group that runs it.
@@ -41,6 +42,8 @@ pub struct HostGroup {
     pub metadata_token: Option<Secret>,
     /// The shortest `config_ttl` of the group's workflows.
     pub config_ttl: Duration,
+    tls: HostTls,
+    pool_idle_timeout: Duration,
 }
 
 impl HostGroup {
@@ -49,9 +52,16 @@ impl HostGroup {
     }
 
     /// A replica for `url`, with this group's bulkhead and ejection policy.
-    pub fn new_replica(&self, url: &url::Url) -> Result<Arc<Replica>, reqwest::Error> {
+    pub fn new_replica(&self, url: &url::Url) -> Result<Arc<Replica>, String> {
+        let connect_timeout = self.config.connect_timeout;
+        let client =
+            AgentOsClient::with_tls(url, connect_timeout, rustls::ClientConfig::clone(&self.tls))
+                .map_err(|e| format!("{url}: {e}"))?;
+        let transport = Transport::new(url, &self.tls, connect_timeout, self.pool_idle_timeout)
+            .map_err(|e| format!("{url}: {e}"))?;
         Ok(Arc::new(Replica::new(
-            AgentOsClient::new(url, self.config.connect_timeout)?,
+            client,
+            transport,
             self.config.max_concurrent_requests,
             self.config.ejection,
         )))
@@ -130,7 +140,8 @@ pub struct Upstreams {
 impl Upstreams {
     /// Builds every group (one pooled client per replica). DNS groups start
     /// empty until `health::spawn` resolves them.
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let tls = host_tls(config.server.upstream_ca_file.as_deref())?;
         let mut groups: Vec<Arc<HostGroup>> = Vec::with_capacity(config.host_groups.len());
         for group_config in &config.host_groups {
             let members = config
@@ -145,6 +156,8 @@ impl Upstreams {
                     .map(|w| w.config_ttl)
                     .min()
                     .unwrap_or(Duration::from_secs(300)),
+                tls: tls.clone(),
+                pool_idle_timeout: config.server.pool_idle_timeout,
             };
             if let HostSource::Static(urls) = &group_config.source {
                 let replicas = urls

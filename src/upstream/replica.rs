@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::AgentOsClient;
 use crate::config::EjectionPolicy;
+use crate::proxy::transport::Transport;
 use crate::sharded::Sharded;
 
 #[derive(Debug, Default)]
@@ -40,7 +41,10 @@ struct Health {
 /// One AgentOS process.
 #[derive(Debug)]
 pub struct Replica {
+    /// For the gateway's own calls: metadata, health checks, cancels.
     pub client: AgentOsClient,
+    /// For forwarded calls; holds the replica's connection pool.
+    pub transport: Transport,
     /// Requests in flight, counted per thread (a request's end is counted
     /// on the shard its start was).
     in_flight: Sharded<AtomicIsize>,
@@ -90,11 +94,13 @@ impl Drop for InFlight {
 impl Replica {
     pub fn new(
         client: AgentOsClient,
+        transport: Transport,
         max_concurrent: Option<usize>,
         policy: EjectionPolicy,
     ) -> Self {
         Replica {
             client,
+            transport,
             in_flight: Sharded::default(),
             bulkhead: max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
             max_concurrent,
@@ -107,6 +113,20 @@ impl Replica {
 
     pub fn base_url(&self) -> &str {
         self.client.base_url()
+    }
+
+    /// A replica at `url` with default settings, for unit tests.
+    #[doc(hidden)]
+    pub fn for_tests(
+        url: &url::Url,
+        max_concurrent: Option<usize>,
+        policy: EjectionPolicy,
+    ) -> Arc<Replica> {
+        let second = std::time::Duration::from_secs(1);
+        let tls = crate::proxy::transport::host_tls(None).unwrap_or_else(|e| panic!("{e}"));
+        let transport = Transport::new(url, &tls, second, second).unwrap_or_else(|e| panic!("{e}"));
+        let client = AgentOsClient::new(url, second).unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(Replica::new(client, transport, max_concurrent, policy))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -366,16 +386,12 @@ mod tests {
 
     fn replica(port: u16, max: Option<usize>) -> Arc<Replica> {
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let client = AgentOsClient::new(&url, Duration::from_secs(1)).unwrap();
-        Arc::new(Replica::new(
-            client,
-            max,
-            EjectionPolicy {
-                consecutive_failures: 2,
-                base: Duration::from_millis(50),
-                max: Duration::from_secs(1),
-            },
-        ))
+        let policy = EjectionPolicy {
+            consecutive_failures: 2,
+            base: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        };
+        Replica::for_tests(&url, max, policy)
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! 3. streams still open then end with an AgentOS error event and their runs
 //!    are cancelled on the host; the process exits 0.
 //!
+//! Each connection is served by [`connection`]: hyper frames it, within the
+//! connection limits of `[server]`; beyond `max_connections`, a new
+//! connection is closed at accept.
+//!
 //! Threads: on a multi-threaded runtime (the binary), connections are served
 //! thread-per-core: the listener's task accepts and hands each connection,
 //! round-robin, to one of N worker threads (N = cores, or
@@ -20,14 +24,17 @@
 //! A request then never crosses threads: no work-stealing wake-ups, no
 //! contended pool, and what every request writes (metrics, in-flight
 //! counts) is kept per thread (`crate::sharded`); see BENCHMARKS.md for
-//! what that bought. Each thread also runs [`upkeep`]. On a
-//! single-threaded runtime (tests) connections are served right there.
+//! what that bought. On a single-threaded runtime (tests) connections are
+//! served right there.
+
+pub mod connection;
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use futures::FutureExt as _;
+use std::sync::Arc;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +43,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::layers::App;
 use crate::state::SharedState;
-use crate::{http1, layers, routes, upstream};
+use crate::{layers, routes, upstream};
+use connection::{ConnectionLimiter, ConnectionSlot, Settings};
 
 /// How long streams cut at the drain deadline get to flush their error event,
 /// and cancels of their runs get to reach the hosts.
@@ -49,6 +57,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = layers::apply(routes::Routes::new(state.clone()), &state);
+    let settings = Arc::new(Settings::new(&state.server.limits));
+    let limiter = ConnectionLimiter::new(
+        state.server.limits.max_connections,
+        state.metrics.open_connections.clone(),
+    );
     let stop_upkeep = CancellationToken::new();
     upstream::health::spawn(&state.upstreams, &stop_upkeep);
     let _stop_upkeep_on_return = stop_upkeep.drop_guard();
@@ -60,11 +73,21 @@ pub async fn serve(
                 // A token of its own per thread: every request checks it, and
                 // a token shared by all threads is a lock they contend on.
                 let stop = stop_accepting.child_token();
-                Worker::spawn(i, app.clone(), stop, state.clone())
+                Worker::spawn(i, app.clone(), settings.clone(), stop, state.clone())
             })
             .collect::<io::Result<Vec<_>>>()?,
     };
-    let server = accept_and_serve(listener, app, workers, stop_accepting.clone());
+    let server = accept_and_serve(
+        listener,
+        Serving {
+            app,
+            settings,
+            limiter,
+            state: state.clone(),
+        },
+        workers,
+        stop_accepting.clone(),
+    );
     tokio::pin!(server);
 
     tokio::select! {
@@ -127,12 +150,20 @@ fn worker_count() -> usize {
         .unwrap_or(1)
 }
 
+/// What the accept loop hands each connection.
+struct Serving {
+    app: App,
+    settings: Arc<Settings>,
+    limiter: ConnectionLimiter,
+    state: SharedState,
+}
+
 /// Accepts until `stop` and serves every connection (on `workers`, or on
 /// this runtime when there are none); resolves once every connection has
 /// finished, as `axum::serve`'s graceful shutdown does.
 async fn accept_and_serve(
     listener: TcpListener,
-    app: App,
+    serving: Serving,
     workers: Vec<Worker>,
     stop: CancellationToken,
 ) -> io::Result<()> {
@@ -152,15 +183,30 @@ async fn accept_and_serve(
                 }
             },
         };
+        let Some(slot) = serving.limiter.try_take() else {
+            // Closed at once: a caller learns now, not after a hang, and a
+            // load balancer retries elsewhere.
+            serving.state.metrics.refused_connections.inc();
+            tracing::debug!("max_connections open; connection closed at accept");
+            drop(stream);
+            continue;
+        };
         if workers.is_empty() {
-            serve_connection(stream, &app, &local, &stop);
+            let connection = connection::serve(
+                stream,
+                serving.app.clone(),
+                serving.settings.clone(),
+                stop.clone(),
+                slot,
+            );
+            local.spawn(connection);
             continue;
         }
         let worker = &workers[next % workers.len()];
         next = next.wrapping_add(1);
         match stream.into_std() {
             Ok(stream) => {
-                if worker.connections.send(stream).is_err() {
+                if worker.connections.send((stream, slot)).is_err() {
                     // Only after its runtime failed; the connection is closed.
                     tracing::error!("a serving thread is gone; connection dropped");
                 }
@@ -180,7 +226,7 @@ async fn accept_and_serve(
 
 /// One serving thread with its own single-threaded runtime.
 struct Worker {
-    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    connections: mpsc::UnboundedSender<(std::net::TcpStream, ConnectionSlot)>,
     /// Resolves once the worker stopped accepting and its connections ended.
     done: oneshot::Receiver<()>,
 }
@@ -189,10 +235,12 @@ impl Worker {
     fn spawn(
         index: usize,
         app: App,
+        settings: Arc<Settings>,
         stop: CancellationToken,
         state: SharedState,
     ) -> io::Result<Worker> {
-        let (connections, mut incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (connections, mut incoming) =
+            mpsc::unbounded_channel::<(std::net::TcpStream, ConnectionSlot)>();
         let (done_tx, done) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -203,19 +251,26 @@ impl Worker {
                 crate::sharded::claim(index);
                 runtime.block_on(async move {
                     let open = TaskTracker::new();
-                    let upkeep = tokio::spawn(upkeep());
-                    while let Some(stream) = incoming.recv().await {
+                    while let Some((stream, slot)) = incoming.recv().await {
                         let stream = stream
                             .set_nonblocking(true)
                             .and_then(|()| TcpStream::from_std(stream));
                         match stream {
-                            Ok(stream) => serve_connection(stream, &app, &open, &stop),
+                            Ok(stream) => {
+                                let connection = connection::serve(
+                                    stream,
+                                    app.clone(),
+                                    settings.clone(),
+                                    stop.clone(),
+                                    slot,
+                                );
+                                open.spawn(connection);
+                            }
                             Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
                         }
                     }
                     open.close();
                     open.wait().await;
-                    upkeep.abort();
                     let _ = done_tx.send(());
                     // Cancels this thread's requests started on their hosts
                     // run here: keep the runtime until they are done.
@@ -226,38 +281,18 @@ impl Worker {
     }
 }
 
-/// A serving thread's once-a-second chores: the spare read buffers the
-/// last second did not need are freed.
-///
-/// The standing timer matters for speed too. Tokio's timer wakes its own
-/// driver (an eventfd write, a syscall) whenever a timer is armed while it
-/// knows of none due sooner, which was every run's first-byte timeout armed
-/// on a thread with no other request in flight: about one request in
-/// three under load. With a timer always due within a second, a run's
-/// timeout (seconds to minutes) never is.
-async fn upkeep() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        http1::codec::trim_spare_buffers();
-    }
-}
-
-/// Serves one connection on the current runtime, with the gateway's own
-/// HTTP/1.1 framing ([`http1::server`]); on `stop` it finishes the request
-/// in flight (streams included) and closes.
-fn serve_connection(stream: TcpStream, app: &App, open: &TaskTracker, stop: &CancellationToken) {
-    let _ = stream.set_nodelay(true);
-    let connection = http1::server::serve_connection(stream, app.clone(), stop.clone());
-    // `map`, not an async block around it, which would hold the future
-    // twice (as captured and as awaited): its size is what an open
-    // connection costs.
-    open.spawn(connection.map(|result| {
-        if let Err(e) = result {
-            tracing::trace!(error = %e, "connection ended with an error");
-        }
-    }));
+/// Binds the public listener with the configured accept queue (`listen`
+/// and `listen_backlog`), so that a burst of connects is queued rather
+/// than dropped into SYN retries.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
