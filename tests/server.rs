@@ -27,7 +27,7 @@ async fn exchange(gw: &Gateway, requests: &[u8]) -> String {
     String::from_utf8(answer).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&workflow("echo", &host.url, "echo")).await;
@@ -55,7 +55,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert_eq!(host.last().body, "message=hi&stream=false");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparsable_head_gets_400_and_a_closed_connection() {
     let gw = Gateway::start("").await;
     // `exchange` reads to the end: the gateway must close.
@@ -66,7 +66,7 @@ async fn an_unparsable_head_gets_400_and_a_closed_connection() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_host_gets_the_agentos_400_and_a_closed_connection() {
     let gw = Gateway::start("").await;
     let answer = exchange(
@@ -90,7 +90,7 @@ async fn a_second_host_gets_the_agentos_400_and_a_closed_connection() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_with_prior_knowledge_reaches_the_routes() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&workflow("echo", &host.url, "echo")).await;

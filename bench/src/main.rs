@@ -504,12 +504,15 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
             std::fs::write(
                 &config,
                 format!(
-                    "[server]\nlisten = \"{addr}\"\n\n[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n"
+                    "[server]\nlisten = \"{addr}\"\nmax_connections = {nofile}\n\n[admin]\nlisten = \"\"\n\n[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n",
+                    nofile = env.nofile.0,
                 ),
             )
             .map_err(|e| e.to_string())?;
+            // The default log level: one access line per request, to
+            // stderr.log, as nginx writes its buffered access log.
             let mut c = Command::new(binary);
-            c.arg("--config").arg(&config).env("RUST_LOG", "warn");
+            c.arg("--config").arg(&config).env_remove("RUST_LOG");
             (c, "/ready", Duration::from_secs(10))
         }
         Kind::Nginx => {
@@ -579,7 +582,8 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
 }
 
 /// nginx as a plain reverse proxy: keep-alive to the host, no response
-/// buffering, no access log (the gateway's log is off at RUST_LOG=warn too).
+/// buffering, a buffered access log (the gateway writes its default access
+/// log too).
 fn nginx_conf(dir: &Path, addr: SocketAddr, host: SocketAddr, nofile: u64) -> String {
     let d = dir.display();
     format!(
@@ -592,7 +596,7 @@ events {{
     worker_connections {nofile};
 }}
 http {{
-    access_log off;
+    access_log {d}/access.log combined buffer=64k flush=1s;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
