@@ -97,7 +97,9 @@ impl ConfigCache {
             .auth_token
             .as_ref()
             .map(|t| t.expose())
-            .or(caller_bearer);
+            .or(caller_bearer)
+            .map(|token| format!("Bearer {token}"));
+        let bearer = bearer.as_deref();
         let (workflow_id, timeout) = (&upstream.config.workflow_id, self.fetch_timeout);
         let fetch = async {
             let mut doc = upstream
@@ -122,7 +124,8 @@ impl ConfigCache {
         group: &HostGroup,
         refresh: bool,
     ) -> Result<Cached, ClientError> {
-        let bearer = group.metadata_token.as_ref().map(|t| t.expose());
+        let bearer = (group.metadata_token.as_ref()).map(|t| format!("Bearer {}", t.expose()));
+        let bearer = bearer.as_deref();
         let timeout = self.fetch_timeout;
         let fetch = async {
             let doc =
