@@ -132,7 +132,10 @@ pub async fn detail(
         .cache
         .workflow(upstream, refresh, caller)
         .await
-        .inspect_err(|error| state.note_upstream_error(&upstream.group, error))?;
+        .map_err(|error| {
+            state.note_upstream_error(&upstream.group, &error);
+            told(upstream, error.into())
+        })?;
     let mut response = Json(&*cached.doc).into_response();
     response.headers_mut().insert(
         CACHE_HEADER,
@@ -151,7 +154,26 @@ pub async fn forward_call(
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
     let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
-    proxy::forward(state, upstream, call, &path_and_query, request).await
+    proxy::forward(state, upstream, call, &path_and_query, request)
+        .await
+        .map_err(|error| told(upstream, error))
+}
+
+/// `error` as the caller is told it, naming the workflow instead of its
+/// host's address. The address and root cause are logged here, once, since
+/// the caller's `detail` leaves them out.
+fn told(upstream: &Upstream, error: GatewayError) -> GatewayError {
+    let error = error.for_workflow(&upstream.config.id);
+    if let Some((base_url, cause)) = error.upstream_cause() {
+        tracing::warn!(
+            workflow = %upstream.config.id,
+            replica = base_url,
+            error = %cause,
+            kind = error.kind(),
+            "host call failed"
+        );
+    }
+    error
 }
 
 /// The configured workflow with gateway id `id`.
