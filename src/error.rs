@@ -3,7 +3,13 @@
 //!
 //! Each variant is one failure phase; the variant alone decides the status
 //! code, so handlers never pick statuses for failures themselves.
+//!
+//! A caller's `detail` names the workflow whose host failed and how, never
+//! the host's address: base URLs, IPs and ports are internal. The upstream
+//! variants keep the base URL and the root cause for the log
+//! ([`GatewayError::upstream_cause`]).
 
+use std::fmt;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,6 +17,28 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::client::{ClientError, UnavailablePhase};
+
+/// Whose host an upstream failure is about, as a caller's `detail` names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Subject {
+    /// Not known where the error was made (the proxy's own conversions).
+    #[default]
+    Host,
+    /// The host of a workflow, by gateway id.
+    Workflow(String),
+}
+
+/// `{}` writes "the host of workflow 'x'"; `{:#}` capitalises it, for the
+/// start of a sentence.
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let the = if f.alternate() { "The" } else { "the" };
+        match self {
+            Subject::Host => write!(f, "{the} host"),
+            Subject::Workflow(id) => write!(f, "{the} host of workflow '{id}'"),
+        }
+    }
+}
 
 /// Everything that can go wrong while the gateway answers a request.
 #[derive(Debug, thiserror::Error)]
@@ -25,24 +53,46 @@ pub enum GatewayError {
     #[error("Not Found")]
     RouteNotFound,
     /// The host refused the connection or reset it before answering.
-    #[error("Failed to connect to remote server at {base_url}")]
-    UpstreamConnect { base_url: String },
+    #[error("Failed to connect to {subject}")]
+    UpstreamConnect {
+        subject: Subject,
+        base_url: String,
+        reason: String,
+    },
     /// The TCP connect did not finish within the connect timeout.
-    #[error("Remote server at {base_url} is unreachable: connect timed out after {after:?}")]
-    UpstreamUnreachable { base_url: String, after: Duration },
+    #[error("Connecting to {subject} timed out after {} seconds", after.as_secs_f64())]
+    UpstreamUnreachable {
+        subject: Subject,
+        base_url: String,
+        after: Duration,
+    },
     /// The host accepted the request but sent no response head in time.
-    #[error("Request to remote server at {base_url} timed out after {} seconds", after.as_secs_f64())]
-    UpstreamTimeout { base_url: String, after: Duration },
+    #[error("{subject:#} did not answer within {} seconds", after.as_secs_f64())]
+    UpstreamTimeout {
+        subject: Subject,
+        base_url: String,
+        after: Duration,
+    },
     /// The connection broke after it was established, before a response.
-    #[error("Remote server at {base_url} closed the connection: {reason}")]
-    UpstreamBroken { base_url: String, reason: String },
+    /// `reason` (the root cause) is for the log only.
+    #[error("{subject:#} closed the connection")]
+    UpstreamBroken {
+        subject: Subject,
+        base_url: String,
+        reason: String,
+    },
     /// The host answered a metadata fetch with an error; its status and
     /// detail are passed back as they are.
     #[error("{detail}")]
     UpstreamStatus { status: StatusCode, detail: String },
-    /// The host's answer could not be understood.
-    #[error("Remote server at {base_url} sent an invalid response: {reason}")]
-    UpstreamInvalid { base_url: String, reason: String },
+    /// The host's answer could not be understood. `reason` is for the log
+    /// only.
+    #[error("{subject:#} sent an invalid response")]
+    UpstreamInvalid {
+        subject: Subject,
+        base_url: String,
+        reason: String,
+    },
     /// The caller's request broke HTTP's framing rules (a second `Host`, a
     /// transfer coding other than chunked, a broken chunked body).
     #[error("{0}")]
@@ -94,31 +144,86 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
         }
     }
+
+    /// The same error, its `detail` naming the host of workflow `id`.
+    pub fn for_workflow(mut self, id: &str) -> GatewayError {
+        match &mut self {
+            GatewayError::UpstreamConnect { subject, .. }
+            | GatewayError::UpstreamUnreachable { subject, .. }
+            | GatewayError::UpstreamTimeout { subject, .. }
+            | GatewayError::UpstreamBroken { subject, .. }
+            | GatewayError::UpstreamInvalid { subject, .. } => {
+                *subject = Subject::Workflow(id.to_owned());
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// For the log, never for a caller: the base URL of the host that
+    /// failed and the root cause, for the variants that have them.
+    pub fn upstream_cause(&self) -> Option<(&str, String)> {
+        match self {
+            GatewayError::UpstreamConnect {
+                base_url, reason, ..
+            }
+            | GatewayError::UpstreamBroken {
+                base_url, reason, ..
+            }
+            | GatewayError::UpstreamInvalid {
+                base_url, reason, ..
+            } => Some((base_url, reason.clone())),
+            GatewayError::UpstreamUnreachable {
+                base_url, after, ..
+            } => Some((base_url, format!("connect timed out after {after:?}"))),
+            GatewayError::UpstreamTimeout {
+                base_url, after, ..
+            } => Some((base_url, format!("no answer within {after:?}"))),
+            _ => None,
+        }
+    }
 }
 
 impl From<ClientError> for GatewayError {
+    /// The subject is [`Subject::Host`] until the caller's context names it
+    /// ([`GatewayError::for_workflow`]).
     fn from(e: ClientError) -> Self {
+        let subject = Subject::Host;
         match e {
             ClientError::RemoteServerUnavailable { base_url, phase } => match phase {
-                UnavailablePhase::Connect { .. } => GatewayError::UpstreamConnect { base_url },
-                UnavailablePhase::ConnectTimeout { after } => {
-                    GatewayError::UpstreamUnreachable { base_url, after }
-                }
+                UnavailablePhase::Connect { reason } => GatewayError::UpstreamConnect {
+                    subject,
+                    base_url,
+                    reason,
+                },
+                UnavailablePhase::ConnectTimeout { after } => GatewayError::UpstreamUnreachable {
+                    subject,
+                    base_url,
+                    after,
+                },
                 UnavailablePhase::ResponseTimeout { after }
-                | UnavailablePhase::IdleTimeout { after } => {
-                    GatewayError::UpstreamTimeout { base_url, after }
-                }
+                | UnavailablePhase::IdleTimeout { after } => GatewayError::UpstreamTimeout {
+                    subject,
+                    base_url,
+                    after,
+                },
             },
-            ClientError::Transport { base_url, reason } => {
-                GatewayError::UpstreamBroken { base_url, reason }
-            }
+            ClientError::Transport { base_url, reason } => GatewayError::UpstreamBroken {
+                subject,
+                base_url,
+                reason,
+            },
             ClientError::Status { status, detail, .. } => {
                 GatewayError::UpstreamStatus { status, detail }
             }
             // A client the gateway built from validated config cannot have a
             // bad base URL; should one appear, it is the upstream side's fault.
             ClientError::Decode { base_url, reason } | ClientError::Config { base_url, reason } => {
-                GatewayError::UpstreamInvalid { base_url, reason }
+                GatewayError::UpstreamInvalid {
+                    subject,
+                    base_url,
+                    reason,
+                }
             }
             ClientError::BodyTooLarge => GatewayError::PayloadTooLarge,
             ClientError::RequestBody { reason, .. } => {
@@ -144,5 +249,89 @@ impl IntoResponse for GatewayError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE_URL: &str = "http://10.0.0.5:7777";
+
+    fn unavailable(phase: UnavailablePhase) -> ClientError {
+        ClientError::RemoteServerUnavailable {
+            base_url: BASE_URL.to_owned(),
+            phase,
+        }
+    }
+
+    #[test]
+    fn details_name_the_workflow_and_never_the_host_address() {
+        let after = Duration::from_secs(300);
+        let reason = || format!("connection to {BASE_URL} reset");
+        let cases = [
+            (
+                unavailable(UnavailablePhase::Connect { reason: reason() }),
+                "Failed to connect to the host of workflow 'echo'",
+                StatusCode::BAD_GATEWAY,
+                "connect",
+            ),
+            (
+                unavailable(UnavailablePhase::ConnectTimeout {
+                    after: Duration::from_secs(2),
+                }),
+                "Connecting to the host of workflow 'echo' timed out after 2 seconds",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connect_timeout",
+            ),
+            (
+                unavailable(UnavailablePhase::ResponseTimeout { after }),
+                "The host of workflow 'echo' did not answer within 300 seconds",
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+            ),
+            (
+                ClientError::Transport {
+                    base_url: BASE_URL.to_owned(),
+                    reason: reason(),
+                },
+                "The host of workflow 'echo' closed the connection",
+                StatusCode::BAD_GATEWAY,
+                "broken",
+            ),
+            (
+                ClientError::Decode {
+                    base_url: BASE_URL.to_owned(),
+                    reason: reason(),
+                },
+                "The host of workflow 'echo' sent an invalid response",
+                StatusCode::BAD_GATEWAY,
+                "invalid",
+            ),
+        ];
+        for (client_error, detail, status, kind) in cases {
+            let error = GatewayError::from(client_error).for_workflow("echo");
+            assert_eq!(error.to_string(), detail);
+            assert_eq!((error.status(), error.kind()), (status, kind));
+            // The log still learns where and why.
+            let (base_url, _) = error.upstream_cause().unwrap();
+            assert_eq!(base_url, BASE_URL);
+        }
+    }
+
+    #[test]
+    fn without_a_workflow_the_detail_says_the_host() {
+        let error = GatewayError::from(unavailable(UnavailablePhase::IdleTimeout {
+            after: Duration::from_millis(1500),
+        }));
+        assert_eq!(
+            error.to_string(),
+            "The host did not answer within 1.5 seconds"
+        );
+        let status = GatewayError::UpstreamStatus {
+            status: StatusCode::UNAUTHORIZED,
+            detail: "Unauthorized".to_owned(),
+        };
+        assert_eq!(status.for_workflow("echo").to_string(), "Unauthorized");
     }
 }

@@ -162,3 +162,24 @@ where
         self.entries.invalidate(key).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal must not be remembered: the metadata cache relies on it so
+    /// that a host's 401 is asked again, never turned into a cached answer.
+    #[tokio::test]
+    async fn failures_are_not_cached() {
+        let cache: TtlCache<&str, u32> = TtlCache::new(10);
+        let ttl = Duration::from_secs(60);
+        let refused = cache.get_or_fetch("k", ttl, async { Err::<u32, _>(401) });
+        assert_eq!(*refused.await.unwrap_err(), 401);
+        assert_eq!(cache.get(&"k").await, None);
+        let fetched = cache
+            .get_or_fetch("k", ttl, async { Ok::<_, u16>(7) })
+            .await;
+        let fetched = fetched.unwrap();
+        assert_eq!((fetched.value, fetched.lookup), (7, Lookup::Miss));
+    }
+}

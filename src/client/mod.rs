@@ -42,6 +42,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use http::{HeaderValue, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use url::Url;
 
@@ -165,15 +166,17 @@ impl AgentOsClient {
     }
 
     /// `GET path` and decode the JSON answer, all within `timeout`.
+    /// `authorization` is the whole `Authorization` header value
+    /// (`"Bearer <token>"`, or whatever form a caller used), sent unchanged.
     pub async fn get_json(
         &self,
         path: &str,
         timeout: Duration,
-        bearer: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<serde_json::Value, ClientError> {
         let mut request = self.http.get(self.url(path));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, self.authorization(value)?);
         }
         let call = async {
             let response = self.send(request, timeout).await?;
@@ -190,26 +193,40 @@ impl AgentOsClient {
     }
 
     /// A workflow's `GET /workflows/{workflow_id}` document (agno's
-    /// `WorkflowResponse`), all within `timeout`. Unlike agno's client, a
-    /// bearer token can be sent, so protected hosts work.
+    /// `WorkflowResponse`), all within `timeout`. Unlike agno's client, an
+    /// `Authorization` value (e.g. `"Bearer <token>"`) can be sent, so
+    /// protected hosts work.
     pub async fn get_workflow(
         &self,
         workflow_id: &str,
-        bearer: Option<&str>,
+        authorization: Option<&str>,
         timeout: Duration,
     ) -> Result<serde_json::Value, ClientError> {
-        self.get_json(&workflow_path(workflow_id), timeout, bearer)
+        self.get_json(&workflow_path(workflow_id), timeout, authorization)
             .await
     }
 
     /// The host's `GET /config` document (agno's `ConfigResponse`), all
-    /// within `timeout`.
+    /// within `timeout`, with `authorization` as the whole header value.
     pub async fn get_config(
         &self,
-        bearer: Option<&str>,
+        authorization: Option<&str>,
         timeout: Duration,
     ) -> Result<serde_json::Value, ClientError> {
-        self.get_json(CONFIG_PATH, timeout, bearer).await
+        self.get_json(CONFIG_PATH, timeout, authorization).await
+    }
+
+    /// `value` as a sensitive header value (kept out of debug output, as
+    /// reqwest's `bearer_auth` does). A value no header can carry is a
+    /// [`ClientError::Config`] here rather than an opaque send failure that
+    /// would count against the host's health.
+    fn authorization(&self, value: &str) -> Result<HeaderValue, ClientError> {
+        let mut value = HeaderValue::from_str(value).map_err(|_| ClientError::Config {
+            base_url: self.base_url.clone(),
+            reason: "the Authorization value is not a valid header value".to_owned(),
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 
     /// `POST path` with a `application/x-www-form-urlencoded` body, as agno

@@ -325,22 +325,20 @@ impl RemoteWorkflow {
 
     async fn fetch_workflow_config(&self) -> Result<WorkflowConfig, ClientError> {
         let inner = &self.inner;
+        let authorization = inner.auth_token.as_ref().map(|t| format!("Bearer {t}"));
         let doc = inner
             .client
-            .get_workflow(
-                &inner.workflow_id,
-                inner.auth_token.as_deref(),
-                inner.timeout,
-            )
+            .get_workflow(&inner.workflow_id, authorization.as_deref(), inner.timeout)
             .await?;
         serde_json::from_value(doc).map_err(|e| inner.client.decode_error(e))
     }
 
     async fn fetch_os_config(&self) -> Result<OsConfig, ClientError> {
         let inner = &self.inner;
+        let authorization = inner.auth_token.as_ref().map(|t| format!("Bearer {t}"));
         let doc = inner
             .client
-            .get_config(inner.auth_token.as_deref(), inner.timeout)
+            .get_config(authorization.as_deref(), inner.timeout)
             .await?;
         serde_json::from_value(doc).map_err(|e| inner.client.decode_error(e))
     }

@@ -278,7 +278,10 @@ impl SseRelay {
                     .state
                     .metrics
                     .upstream_error(replica.base_url(), kind);
-                (error.to_string(), matches!(cut, Cut::Idle(_)))
+                // The caller's message names the workflow; the host's
+                // address and the cause go to the log below.
+                let told = GatewayError::from(error.clone()).for_workflow(self.gateway_id());
+                (told.to_string(), matches!(cut, Cut::Idle(_)))
             }
             Cut::TooLong(limit) => (
                 format!(
@@ -299,6 +302,10 @@ impl SseRelay {
             events = self.ctx.events.load(Ordering::Relaxed),
             bytes = self.bytes_sent,
             reason = %message,
+            cause = match &cut {
+                Cut::HostFailed(error) | Cut::Idle(error) => Some(error.to_string()),
+                Cut::TooLong(_) | Cut::Shutdown => None,
+            },
             "ending event stream with WorkflowError"
         );
         if cancel {
@@ -473,7 +480,11 @@ mod tests {
         assert_eq!(data["run_id"], "r");
         assert_eq!(data["session_id"], "s");
         assert_eq!(data["event"], "WorkflowError");
-        assert!(data["error"].as_str().unwrap().contains("connection reset"));
+        // Named by the workflow; the cause ("connection reset") and the
+        // host's address are for the log.
+        let message = data["error"].as_str().unwrap();
+        assert!(message.contains("workflow '"), "{message}");
+        assert!(!message.contains("http://"), "{message}");
     }
 
     #[tokio::test]

@@ -3,10 +3,10 @@
 //! `RemoteWorkflow.db` and the AgentOS web UI work through the gateway.
 
 use axum::Json;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 
-use super::workflows::{summaries, wants_fresh};
+use super::workflows::{refuses_caller, summaries, wants_fresh};
 use crate::state::SharedState;
 
 /// The per-domain database lists of a `ConfigResponse`.
@@ -14,11 +14,19 @@ const DB_DOMAINS: &[&str] = &[
     "session", "metrics", "memory", "learning", "evals", "traces",
 ];
 
+/// The hosts' documents and the workflow list are fetched with the caller's
+/// credential (see [`ConfigCache`](crate::upstream::cache::ConfigCache)): a
+/// host that refuses the caller adds nothing.
 pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
+    let caller = headers.get(header::AUTHORIZATION);
     let host_fetches = state.upstreams.groups().iter().map(|group| async move {
-        match state.cache.host_config(group, refresh).await {
+        match state.cache.host_config(group, refresh, caller).await {
             Ok(cached) => Some(cached.doc),
+            Err(error) if refuses_caller(&error) => {
+                tracing::debug!(host_group = %group.name(), %error, "host refused the caller");
+                None
+            }
             Err(error) => {
                 state.note_upstream_error(group, &error);
                 tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
@@ -26,8 +34,11 @@ pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
             }
         }
     });
-    let (host_configs, workflows) =
-        futures::future::join(futures::future::join_all(host_fetches), summaries(state)).await;
+    let (host_configs, workflows) = futures::future::join(
+        futures::future::join_all(host_fetches),
+        summaries(state, caller),
+    )
+    .await;
     let host_configs: Vec<_> = host_configs.into_iter().flatten().collect();
 
     let mut databases: Vec<Value> = Vec::new();

@@ -280,7 +280,11 @@ impl Service<Request> for Routes {
                 });
             }
             Route::Workflows => {
-                return Box::pin(async move { Ok(workflows::list(&state).await.into_response()) });
+                return Box::pin(async move {
+                    Ok(workflows::list(&state, request.headers())
+                        .await
+                        .into_response())
+                });
             }
             Route::Workflow => {
                 let id = matched.id(path).into_owned();

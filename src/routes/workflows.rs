@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::client::ClientError;
 use crate::error::GatewayError;
 use crate::proxy::{self, Call};
 use crate::state::SharedState;
@@ -31,26 +32,42 @@ const SUMMARY_FIELDS: &[&str] = &[
     "sandboxed",
 ];
 
-/// `GET /workflows`: every configured workflow, in config order. A host that
-/// is down never fails the list: its entries come from the last good copy or,
-/// failing that, from the config file alone.
-pub async fn list(state: &SharedState) -> Json<Vec<Value>> {
-    Json(summaries(state).await)
+/// `GET /workflows`: every configured workflow the caller may see, in config
+/// order, each fetched with the caller's credential (see
+/// [`ConfigCache`](crate::upstream::cache::ConfigCache)). A workflow whose host
+/// refuses the caller (401/403) is left out, as AgentOS leaves out what a
+/// caller may not see. A host that is down never fails the list: its entries
+/// come from the caller's last good copy or, failing that, from the config
+/// file alone.
+pub async fn list(state: &SharedState, headers: &HeaderMap) -> Json<Vec<Value>> {
+    Json(summaries(state, headers.get(header::AUTHORIZATION)).await)
 }
 
-/// The summaries of all workflows, fetched concurrently.
-pub async fn summaries(state: &SharedState) -> Vec<Value> {
+/// The summaries of the workflows `caller` may see, fetched concurrently.
+pub async fn summaries(state: &SharedState, caller: Option<&HeaderValue>) -> Vec<Value> {
     let fetches = state
         .upstreams
         .workflows()
         .iter()
-        .map(|upstream| summary_of(state, upstream));
-    futures::future::join_all(fetches).await
+        .map(|upstream| summary_of(state, upstream, caller));
+    futures::future::join_all(fetches)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
-async fn summary_of(state: &SharedState, upstream: &Upstream) -> Value {
-    match state.cache.workflow(upstream, false, None).await {
-        Ok(cached) => summary(&cached.doc),
+async fn summary_of(
+    state: &SharedState,
+    upstream: &Upstream,
+    caller: Option<&HeaderValue>,
+) -> Option<Value> {
+    match state.cache.workflow(upstream, false, caller).await {
+        Ok(cached) => Some(summary(&cached.doc)),
+        Err(error) if refuses_caller(&error) => {
+            tracing::debug!(workflow = %upstream.config.id, %error, "host refused the caller; not listed");
+            None
+        }
         Err(error) => {
             state.note_upstream_error(&upstream.group, &error);
             tracing::warn!(
@@ -65,9 +82,19 @@ async fn summary_of(state: &SharedState, upstream: &Upstream) -> Value {
             fallback.insert("is_factory".into(), false.into());
             fallback.insert("is_component".into(), false.into());
             fallback.insert("sandboxed".into(), false.into());
-            Value::Object(fallback)
+            Some(Value::Object(fallback))
         }
     }
+}
+
+/// Whether the host answered 401 or 403: the caller may not see this, which
+/// is an everyday answer rather than a host failure worth a warning.
+pub(super) fn refuses_caller(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Status { status, .. }
+            if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    )
 }
 
 /// A `WorkflowSummaryResponse` cut from a `WorkflowResponse`, nulls omitted as
@@ -100,12 +127,15 @@ pub async fn detail(
             _ => {}
         }
     }
-    let bearer = bearer_token(request.headers());
+    let caller = request.headers().get(header::AUTHORIZATION);
     let cached = state
         .cache
-        .workflow(upstream, refresh, bearer)
+        .workflow(upstream, refresh, caller)
         .await
-        .inspect_err(|error| state.note_upstream_error(&upstream.group, error))?;
+        .map_err(|error| {
+            state.note_upstream_error(&upstream.group, &error);
+            told(upstream, error.into())
+        })?;
     let mut response = Json(&*cached.doc).into_response();
     response.headers_mut().insert(
         CACHE_HEADER,
@@ -124,7 +154,26 @@ pub async fn forward_call(
     request: Request<Body>,
 ) -> Result<Response, GatewayError> {
     let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
-    proxy::forward(state, upstream, call, &path_and_query, request).await
+    proxy::forward(state, upstream, call, &path_and_query, request)
+        .await
+        .map_err(|error| told(upstream, error))
+}
+
+/// `error` as the caller is told it, naming the workflow instead of its
+/// host's address. The address and root cause are logged here, once, since
+/// the caller's `detail` leaves them out.
+fn told(upstream: &Upstream, error: GatewayError) -> GatewayError {
+    let error = error.for_workflow(&upstream.config.id);
+    if let Some((base_url, cause)) = error.upstream_cause() {
+        tracing::warn!(
+            workflow = %upstream.config.id,
+            replica = base_url,
+            error = %cause,
+            kind = error.kind(),
+            "host call failed"
+        );
+    }
+    error
 }
 
 /// The configured workflow with gateway id `id`.
@@ -163,14 +212,6 @@ pub fn wants_fresh(headers: &HeaderMap) -> bool {
             v.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
         })
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
 }
 
 #[cfg(test)]

@@ -79,6 +79,11 @@ struct HostState {
     canned: Mutex<VecDeque<(u16, Value)>>,
     /// The `Authorization` header of each `GET /workflows/{id}`.
     doc_auth: Mutex<Vec<Option<String>>>,
+    /// The `Authorization` header of each `GET /config`.
+    config_auth: Mutex<Vec<Option<String>>>,
+    /// When set, the metadata routes answer 401 unless `Authorization`
+    /// carries this token (see [`MockHost::require_token`]).
+    required_token: Mutex<Option<String>>,
     recorded: Mutex<Vec<Recorded>>,
     workflow_doc_hits: AtomicUsize,
     config_hits: AtomicUsize,
@@ -220,6 +225,19 @@ impl MockHost {
         self.state.doc_auth.lock().unwrap().clone()
     }
 
+    /// The `Authorization` header each `GET /config` carried.
+    pub fn config_auth(&self) -> Vec<Option<String>> {
+        self.state.config_auth.lock().unwrap().clone()
+    }
+
+    /// Secures the metadata routes (`GET /config`, `GET /workflows/{id}`):
+    /// they answer 401 `{"detail":"Unauthorized"}` unless `Authorization` is
+    /// `Bearer <token>`, `bearer <token>` or the bare token, the forms
+    /// AgentOS accepts. Refused requests still count as hits.
+    pub fn require_token(&self, token: &str) {
+        *self.state.required_token.lock().unwrap() = Some(token.to_owned());
+    }
+
     pub fn gate_workflow_docs(&self) -> Arc<Semaphore> {
         let gate = Arc::new(Semaphore::new(0));
         *self.state.doc_gate.lock().unwrap() = Some(gate.clone());
@@ -300,8 +318,38 @@ fn auto_stream(
     )
 }
 
-async fn host_config(State(state): State<Arc<HostState>>) -> Response {
+/// The request's `Authorization` header, as text.
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The 401 a secured host answers when `auth` does not carry its token.
+fn refusal(state: &HostState, auth: Option<&str>) -> Option<Response> {
+    let required = state.required_token.lock().unwrap().clone()?;
+    let presented = auth.map(|a| {
+        a.strip_prefix("Bearer ")
+            .or_else(|| a.strip_prefix("bearer "))
+            .unwrap_or(a)
+    });
+    (presented != Some(required.as_str())).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"detail": "Unauthorized"})),
+        )
+            .into_response()
+    })
+}
+
+async fn host_config(State(state): State<Arc<HostState>>, headers: HeaderMap) -> Response {
     state.config_hits.fetch_add(1, Ordering::SeqCst);
+    let auth = authorization(&headers);
+    state.config_auth.lock().unwrap().push(auth.clone());
+    if let Some(refused) = refusal(&state, auth.as_deref()) {
+        return refused;
+    }
     let db = json!({"db_id": state.db_id, "domain_config": {"display_name": state.db_id}, "tables": ["agno_sessions"]});
     axum::Json(json!({
         "os_id": state.os_id,
@@ -321,15 +369,15 @@ async fn workflow_doc(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    state.doc_auth.lock().unwrap().push(auth);
+    let auth = authorization(&headers);
+    state.doc_auth.lock().unwrap().push(auth.clone());
     state.workflow_doc_hits.fetch_add(1, Ordering::SeqCst);
     let gate = state.doc_gate.lock().unwrap().clone();
     if let Some(gate) = gate {
         let _permit = gate.acquire().await.unwrap();
+    }
+    if let Some(refused) = refusal(&state, auth.as_deref()) {
+        return refused;
     }
     if id == "missing" {
         return (
