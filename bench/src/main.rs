@@ -501,15 +501,20 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
         Kind::Gateway => {
             let binary = env.gateway.clone()?;
             let config = dir.join("gateway.toml");
+            // No admin listener: the bench scrapes nothing, and two runs
+            // (or a gateway already on the machine) must not meet on 9901.
             std::fs::write(
                 &config,
                 format!(
-                    "[server]\nlisten = \"{addr}\"\n\n[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n"
+                    "[server]\nlisten = \"{addr}\"\n\n[admin]\nlisten = \"\"\n\n[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n"
                 ),
             )
             .map_err(|e| e.to_string())?;
             let mut c = Command::new(binary);
-            c.arg("--config").arg(&config).env("RUST_LOG", "warn");
+            c.arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .env_remove("AGENTOS_GATEWAY_ADMIN_LISTEN");
             (c, "/ready", Duration::from_secs(10))
         }
         Kind::Nginx => {
