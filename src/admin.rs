@@ -15,9 +15,11 @@
 //! seconds, so this is a plain axum `Router` served by hyper-util's
 //! HTTP/1.1-or-h2c connection builder, not the public listener's tuned path.
 //! Each connection must start sending within `header_read_timeout`
-//! (`[server]`), and an HTTP/1.1 head must be complete within it; at most
-//! [`MAX_CONNECTIONS`] are open at once, so a misbehaving client on this
-//! port cannot eat the descriptors the public listener needs.
+//! (`[server]`), and an HTTP/1.1 head must be complete within it. An h2c
+//! client that stalls inside its 24-byte preface has no timer (hyper-util's
+//! protocol sniff keeps none); what bounds it, and any other misbehaving
+//! client on this port, is [`MAX_CONNECTIONS`], so they cannot eat the
+//! descriptors the public listener needs.
 
 pub mod metrics;
 pub mod upstreams;
