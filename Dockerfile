@@ -29,7 +29,9 @@ LABEL org.opencontainers.image.title="agentos-gateway" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /src/target/release/agentos-gateway /usr/local/bin/agentos-gateway
 USER 65532:65532
-EXPOSE 7777
+# 7777: the public AgentOS API. 9901: the admin listener (/metrics,
+# /gateway/upstreams); publish it only where operators can reach it.
+EXPOSE 7777 9901
 # The binary writes nothing to disk: run with a read-only root filesystem.
 # Mount the config at /etc/agentos-gateway/gateway.toml (a ConfigMap in Kubernetes).
 ENTRYPOINT ["/usr/local/bin/agentos-gateway"]

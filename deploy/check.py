@@ -7,7 +7,10 @@
 - the TOML inside the ConfigMap passes `agentos-gateway check`;
 - terminationGracePeriodSeconds leaves room for the preStop sleep, the drain
   grace, the drain timeout and the final flush, so the kubelet never
-  SIGKILLs a draining gateway.
+  SIGKILLs a draining gateway;
+- the container ports match the TOML's listen addresses, Prometheus is
+  pointed at the admin port's /metrics, the probes use the public port, and
+  the Service exposes the public port only.
 
 Usage: python deploy/check.py path/to/agentos-gateway
 """
@@ -27,6 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.31.0"
 FINAL_FLUSH_SECONDS = 20  # server.rs: FINAL_FLUSH for streams, then for cancels
+DEFAULT_LISTEN = "0.0.0.0:7777"  # config.rs: the [server] listen default
+DEFAULT_ADMIN_LISTEN = "0.0.0.0:9901"  # config.rs: DEFAULT_ADMIN_LISTEN
 
 
 def run(*args, **kwargs):
@@ -70,7 +75,39 @@ def main() -> None:
     assert grace >= needed, f"terminationGracePeriodSeconds {grace} < {needed} needed to drain"
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+    service = yaml.safe_load((MANIFESTS / "service.yaml").read_text())
+    check_ports(toml_text, deployment, service)
     print(f"deploy checks passed (grace {grace}s >= {needed}s needed)")
+
+
+def listen_port(toml_text: str, table: str, default: str) -> int:
+    """The port of `listen` in a TOML `[table]` (its default when unset)."""
+    section = re.search(rf"^\[{re.escape(table)}\]\s*$(.*?)(?=^\s*\[|\Z)", toml_text, re.M | re.S)
+    match = section and re.search(r'^\s*listen\s*=\s*"([^"]*)"', section.group(1), re.M)
+    listen = match.group(1) if match else default
+    assert listen, f"[{table}] listen is off; the manifests expect it on"
+    return int(listen.rsplit(":", 1)[1])
+
+
+def check_ports(toml_text: str, deployment: dict, service: dict) -> None:
+    """Public traffic and probes on the public port; Prometheus on the
+    admin port, which no Service exposes."""
+    template = deployment["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    public = listen_port(toml_text, "server", DEFAULT_LISTEN)
+    admin = listen_port(toml_text, "admin", DEFAULT_ADMIN_LISTEN)
+    assert ports.get("http") == public, f"container port http {ports.get('http')} != [server] listen {public}"
+    assert ports.get("admin") == admin, f"container port admin {ports.get('admin')} != [admin] listen {admin}"
+    annotations = template["metadata"]["annotations"]
+    assert annotations.get("prometheus.io/port") == str(admin), "Prometheus must scrape the admin port"
+    assert annotations.get("prometheus.io/path") == "/metrics"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        port = container[probe]["httpGet"]["port"]
+        assert port in ("http", public), f"{probe} must use the public port, not {port}"
+    for port in service["spec"]["ports"]:
+        target = port.get("targetPort", port["port"])
+        assert target not in ("admin", admin), "the Service must not expose the admin port"
 
 
 def check_build_context() -> None:

@@ -1,7 +1,8 @@
 //! `agentos-gateway demo`: two embedded AgentOS-compatible hosts (an echo
 //! workflow and a slow streaming one) on loopback ephemeral ports, and the
 //! gateway in front of them, so list, run, stream and cancel can be tried
-//! with curl and no Python.
+//! with curl and no Python. Metrics and the hosts' view are on the admin
+//! listener, [`DEMO_ADMIN`] when that port is free.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,10 +10,15 @@ use std::path::Path;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::fakehost::{self, FakeHostSpec};
 use crate::server;
 use crate::state::AppState;
+
+/// Where the demo serves the admin routes, if the port is free: the
+/// default admin port, on loopback only.
+pub const DEMO_ADMIN: &str = "127.0.0.1:9901";
 
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(
@@ -49,6 +55,18 @@ pub async fn run(
     let config =
         Config::parse(Path::new("<demo>"), &toml, &|_| None).map_err(std::io::Error::other)?;
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
+    // Stopped when dropped, as this returns.
+    let admin = match TcpListener::bind(DEMO_ADMIN).await {
+        Ok(listener) => Some(Admin::spawn(listener, state.clone())?),
+        Err(e) => {
+            tracing::warn!(
+                listen = DEMO_ADMIN,
+                error = %e,
+                "admin listener not started; the demo goes on without /metrics"
+            );
+            None
+        }
+    };
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "agentos-gateway ready");
@@ -61,5 +79,8 @@ pub async fn run(
         "  curl -N -X POST http://{addr}/workflows/slow-story/runs -d message=tell -d run_id=r1"
     );
     tracing::info!("  curl -s -X POST http://{addr}/workflows/slow-story/runs/r1/cancel");
+    if let Some(admin) = &admin {
+        tracing::info!("  curl -s http://{}/metrics", admin.addr());
+    }
     server::serve(listener, state, shutdown).await
 }

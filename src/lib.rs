@@ -19,7 +19,10 @@
 //! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
 //! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.
 //! - [`demo`]: `agentos-gateway demo`, the gateway in front of two embedded hosts.
+//! - [`admin`]: the operators' listener, on a port of its own: Prometheus `/metrics`,
+//!   `/gateway/upstreams` (every host and its last error), and the probes.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod demo;

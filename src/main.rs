@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentos_gateway::admin::Admin;
 use agentos_gateway::config::Config;
-use agentos_gateway::state::AppState;
+use agentos_gateway::state::{AppState, SharedState};
 use agentos_gateway::{demo, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -66,11 +67,15 @@ fn main() -> ExitCode {
         Command::Check => match load(cli.config.as_ref()) {
             Ok((path, config)) => {
                 println!(
-                    "{}: ok ({} workflows on {} host groups, listen {})",
+                    "{}: ok ({} workflows on {} host groups, listen {}, admin {})",
                     path.display(),
                     config.workflows.len(),
                     config.host_groups.len(),
-                    config.server.listen
+                    config.server.listen,
+                    config
+                        .admin
+                        .listen
+                        .map_or_else(|| "off".to_owned(), |a| a.to_string())
                 );
                 ExitCode::SUCCESS
             }
@@ -99,6 +104,8 @@ fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
 
 async fn serve(config: Config) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
+    // Stopped when dropped, as this returns.
+    let _admin = start_admin(&config, &state).await?;
     let listen = config.server.listen;
     let listener = server::bind(listen, config.server.limits.listen_backlog)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
@@ -108,6 +115,23 @@ async fn serve(config: Config) -> std::io::Result<()> {
         "agentos-gateway ready"
     );
     server::serve(listener, state, server::shutdown_signal()).await
+}
+
+/// Binds and spawns the admin listener (`[admin] listen`), or logs that it
+/// is off. Bound before the public listener, so its `admin listener ready`
+/// line comes before `agentos-gateway ready`.
+async fn start_admin(config: &Config, state: &SharedState) -> std::io::Result<Option<Admin>> {
+    let Some(addr) = config.admin.listen else {
+        tracing::info!("admin listener off ([admin] listen = \"\")");
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the admin listener on {addr}: {e}"),
+        )
+    })?;
+    Admin::spawn(listener, state.clone()).map(Some)
 }
 
 fn run(task: impl Future<Output = std::io::Result<()>>) -> ExitCode {

@@ -30,7 +30,12 @@ fn the_example_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 workflows on 3 host groups"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok (3 workflows on 3 host groups"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("admin 0.0.0.0:9901)"), "{stdout}");
 }
 
 #[test]
@@ -88,4 +93,28 @@ fn a_missing_file_is_named() {
         String::from_utf8_lossy(&out.stderr)
             .contains("/nonexistent/gw.toml: cannot read config file")
     );
+}
+
+#[test]
+fn check_names_the_admin_listener_or_says_it_is_off() {
+    let dir = std::env::temp_dir().join(format!("agw-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    let wf = "[[workflows]]\nid = \"a\"\nbase_url = \"http://h\"\n";
+    for (admin, expected) in [
+        ("listen = \"127.0.0.1:19901\"", "admin 127.0.0.1:19901)"),
+        ("listen = \"\"", "admin off)"),
+    ] {
+        std::fs::write(&path, format!("{wf}\n[admin]\n{admin}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_agentos-gateway"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env_remove("AGENTOS_GATEWAY_ADMIN_LISTEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{admin}: {stdout}");
+        assert!(stdout.contains(expected), "{expected:?} in {stdout:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,10 @@ mod common;
 
 use common::*;
 
-async fn scrape(url: &str) -> String {
+/// Prometheus text from the admin listener.
+async fn scrape(gw: &Gateway) -> String {
     client()
-        .get(format!("{url}/metrics"))
+        .get(gw.admin_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -37,7 +38,7 @@ async fn metrics_move_with_traffic() {
     let gw = Gateway::start(&toml).await;
     let c = client();
 
-    let before = scrape(&gw.url).await;
+    let before = scrape(&gw).await;
     assert_eq!(
         sample(&before, "agentos_gateway_active_streams "),
         Some(0.0)
@@ -85,7 +86,7 @@ async fn metrics_move_with_traffic() {
         .await
         .unwrap();
     next_chunk(&mut s).await.unwrap();
-    let during = scrape(&gw.url).await;
+    let during = scrape(&gw).await;
     assert_eq!(
         sample(&during, "agentos_gateway_active_streams "),
         Some(1.0)
@@ -94,13 +95,12 @@ async fn metrics_move_with_traffic() {
     rest(s).await;
 
     let runs = "agentos_gateway_requests_total{workflow=\"w\",route=\"/workflows/{id}/runs\",status=\"200\"}";
-    let url = gw.url.clone();
-    eventually("both runs counted", || {
-        let url = url.clone();
-        async move { sample(&scrape(&url).await, runs) == Some(2.0) }
+    let gw_ref = &gw;
+    eventually("both runs counted", || async move {
+        sample(&scrape(gw_ref).await, runs) == Some(2.0)
     })
     .await;
-    let after = scrape(&gw.url).await;
+    let after = scrape(&gw).await;
     assert!(
         after.contains("# TYPE agentos_gateway_requests counter"),
         "{after}"

@@ -46,7 +46,7 @@ async fn run_json(gw: &Gateway) -> reqwest::StatusCode {
 
 async fn upstream_status(gw: &Gateway) -> Value {
     client()
-        .get(gw.url("/gateway/upstreams"))
+        .get(gw.admin_url("/gateway/upstreams"))
         .send()
         .await
         .unwrap()
@@ -242,7 +242,7 @@ async fn a_flapping_replica_is_ejected_by_health_checks_and_readmitted() {
     assert!(replica_a["last_check"].is_string());
 
     let metrics = client()
-        .get(gw.url("/metrics"))
+        .get(gw.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

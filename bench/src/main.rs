@@ -501,6 +501,8 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
         Kind::Gateway => {
             let binary = env.gateway.clone()?;
             let config = dir.join("gateway.toml");
+            // No admin listener: the bench scrapes nothing, and two runs
+            // (or a gateway already on the machine) must not meet on 9901.
             std::fs::write(
                 &config,
                 format!(
@@ -512,7 +514,10 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
             // The default log level: one access line per request, to
             // stderr.log, as nginx writes its buffered access log.
             let mut c = Command::new(binary);
-            c.arg("--config").arg(&config).env_remove("RUST_LOG");
+            c.arg("--config")
+                .arg(&config)
+                .env_remove("RUST_LOG")
+                .env_remove("AGENTOS_GATEWAY_ADMIN_LISTEN");
             (c, "/ready", Duration::from_secs(10))
         }
         Kind::Nginx => {

@@ -65,7 +65,7 @@ impl AccessRecord {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes arrive every few seconds from every load balancer; keep them
         // out of the default log level.
-        let quiet = matches!(labels.route, "/health" | "/ready" | "/metrics");
+        let quiet = matches!(labels.route, "/health" | "/ready");
         macro_rules! access {
             ($level:ident) => {
                 tracing::$level!(

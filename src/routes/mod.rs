@@ -8,11 +8,13 @@
 //! BENCHMARKS.md). What axum's router answered on its own is kept:
 //! 404 and 405 as AgentOS bodies, `Allow` on a 405, HEAD on every GET route,
 //! percent-decoded path parameters.
+//!
+//! Only the AgentOS surface is here: Prometheus metrics and the hosts' view
+//! (`/gateway/upstreams`) name every host and are served on the admin
+//! listener ([`crate::admin`]); here they are unknown paths (404).
 
 pub mod config;
 pub mod health;
-pub mod metrics;
-pub mod upstreams;
 pub mod workflows;
 
 use std::borrow::Cow;
@@ -38,8 +40,6 @@ pub enum Route {
     Health,
     Ready,
     Info,
-    Metrics,
-    Upstreams,
     Config,
     Workflows,
     Workflow,
@@ -75,8 +75,6 @@ impl Route {
             Route::Health => "/health",
             Route::Ready => "/ready",
             Route::Info => "/info",
-            Route::Metrics => "/metrics",
-            Route::Upstreams => "/gateway/upstreams",
             Route::Config => "/config",
             Route::Workflows => "/workflows",
             Route::Workflow => "/workflows/{id}",
@@ -94,8 +92,6 @@ impl Route {
             | Route::Health
             | Route::Ready
             | Route::Info
-            | Route::Metrics
-            | Route::Upstreams
             | Route::Config
             | Route::Workflows
             | Route::Workflow
@@ -149,8 +145,6 @@ impl Matched {
                 "/health" => Route::Health,
                 "/ready" => Route::Ready,
                 "/info" => Route::Info,
-                "/metrics" => Route::Metrics,
-                "/gateway/upstreams" => Route::Upstreams,
                 "/config" => Route::Config,
                 "/workflows" => Route::Workflows,
                 _ => return None,
@@ -270,8 +264,6 @@ impl Service<Request> for Routes {
             Route::Health => return answered(health::health(&state).into_response()),
             Route::Ready => return answered(health::ready(&state).into_response()),
             Route::Info => return answered(health::info(&state).into_response()),
-            Route::Metrics => return answered(metrics::metrics(&state).into_response()),
-            Route::Upstreams => return answered(upstreams::status(&state).into_response()),
             Route::Config => {
                 return Box::pin(async move {
                     Ok(config::config(&state, request.headers())
@@ -338,7 +330,7 @@ mod tests {
     #[test]
     fn paths_match_their_routes() {
         assert_eq!(route("/"), Some(Route::Home));
-        assert_eq!(route("/gateway/upstreams"), Some(Route::Upstreams));
+        assert_eq!(route("/info"), Some(Route::Info));
         assert_eq!(route("/workflows"), Some(Route::Workflows));
         assert_eq!(route("/workflows/a"), Some(Route::Workflow));
         assert_eq!(route("/workflows/a/runs"), Some(Route::Runs));
@@ -353,6 +345,9 @@ mod tests {
         for path in [
             "",
             "/nope",
+            // Admin-listener routes (crate::admin), unknown here.
+            "/metrics",
+            "/gateway/upstreams",
             "/health/x",
             "/workflows/",
             "/workflows//runs",

@@ -497,9 +497,11 @@ pub async fn refusing_url() -> String {
     url
 }
 
-/// An in-process gateway.
+/// An in-process gateway, with its admin listener on a port of its own.
 pub struct Gateway {
     pub url: String,
+    /// The admin listener's base URL.
+    pub admin: String,
     pub state: SharedState,
     stop: CancellationToken,
 }
@@ -526,11 +528,28 @@ impl Gateway {
                 .await
                 .unwrap();
         });
-        Gateway { url, state, stop }
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+        tokio::spawn(agentos_gateway::admin::serve(
+            admin_listener,
+            state.clone(),
+            stop.clone(),
+        ));
+        Gateway {
+            url,
+            admin,
+            state,
+            stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
     }
 }
 
@@ -578,10 +597,16 @@ pub fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
+/// The environment variable that overrides `[admin] listen`.
+pub const ADMIN_LISTEN_VAR: &str = "AGENTOS_GATEWAY_ADMIN_LISTEN";
+
 /// The gateway binary running as a child process, its stderr collected.
 pub struct GatewayProcess {
     pub child: std::process::Child,
     pub url: String,
+    /// The admin listener's base URL, from its `admin listener ready` line;
+    /// `None` when it was turned off.
+    pub admin: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
@@ -606,6 +631,11 @@ impl Drop for TempDir {
 impl GatewayProcess {
     /// Starts `agentos-gateway --config <toml> --log-format json` listening on
     /// an ephemeral port, and waits until it logs its address.
+    ///
+    /// The admin listener gets an ephemeral port too
+    /// (`AGENTOS_GATEWAY_ADMIN_LISTEN=127.0.0.1:0`, so parallel tests never
+    /// meet on 9901), unless `toml` has an `[admin]` table, which then
+    /// decides; `env` can override either.
     pub fn spawn(toml: &str, env: &[(&str, &str)]) -> GatewayProcess {
         use std::io::BufRead;
         let dir = TempDir::new();
@@ -618,6 +648,11 @@ impl GatewayProcess {
             .env("RUST_LOG", "debug")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
+        if toml.contains("[admin]") {
+            command.env_remove(ADMIN_LISTEN_VAR);
+        } else {
+            command.env(ADMIN_LISTEN_VAR, "127.0.0.1:0");
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -627,25 +662,31 @@ impl GatewayProcess {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
         std::thread::spawn(move || {
+            // The admin line comes first (the binary binds it first).
+            let mut admin = None;
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
                 if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "agentos-gateway ready"
                     && let Some(addr) = event["listen"].as_str()
                 {
-                    let _ = addr_tx.send(addr.to_owned());
+                    if event["message"] == "admin listener ready" {
+                        admin = Some(format!("http://{addr}"));
+                    } else if event["message"] == "agentos-gateway ready" {
+                        let _ = addr_tx.send((addr.to_owned(), admin.take()));
+                    }
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = addr_rx
+        let (addr, admin) = addr_rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("gateway did not start: {:?}", log.lock().unwrap()));
         GatewayProcess {
             child,
             url: format!("http://{addr}"),
+            admin,
             log,
             _dir: dir,
         }
@@ -653,6 +694,15 @@ impl GatewayProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// `path` on the admin listener; panics when it is off.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self
+            .admin
+            .as_deref()
+            .expect("the gateway has no admin listener");
+        format!("{admin}{path}")
     }
 
     /// Sends SIGTERM.

@@ -72,6 +72,8 @@ class Env:
     host_b: str
     host_c: str
     gateway: str
+    # The gateway's admin listener (/metrics, /gateway/upstreams).
+    admin: str
     host_c_proc: subprocess.Popen
     tmp: pathlib.Path
     processes: Processes
@@ -82,7 +84,7 @@ def env():
     processes = Processes()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="agw-compat-"))
     try:
-        ports = {name: free_port() for name in ("a", "b", "c", "gw")}
+        ports = {name: free_port() for name in ("a", "b", "c", "gw", "admin")}
         hosts = {}
         for name in ("a", "b", "c"):
             extra = {"OS_SECURITY_KEY": HOST_B_KEY} if name == "b" else {}
@@ -135,14 +137,19 @@ workflow_id = "echo-wf"
         (tmp / "gateway.toml").write_text(toml)
         binary = os.environ.get("AGENTOS_GATEWAY_BIN", str(REPO / "target" / "release" / "agentos-gateway"))
         gw_log = open(tmp / "gateway.log", "w")
+        admin_addr = f"127.0.0.1:{ports['admin']}"
         gw = processes.start(
             [binary, "--config", str(tmp / "gateway.toml")],
-            env={"HOST_B_KEY": HOST_B_KEY, "RUST_LOG": "info"},
+            # The admin listener on a free port of its own, never the
+            # default 9901 (taken by a local gateway or a parallel run).
+            env={"HOST_B_KEY": HOST_B_KEY, "RUST_LOG": "info", "AGENTOS_GATEWAY_ADMIN_LISTEN": admin_addr},
             log=gw_log,
         )
         gateway = f"http://127.0.0.1:{ports['gw']}"
+        admin = f"http://{admin_addr}"
         wait_ready(f"{gateway}/ready", gw, "gateway")
-        yield Env(a, b, c, gateway, hosts["c"][1], tmp, processes)
+        wait_ready(f"{admin}/ready", gw, "gateway admin listener")
+        yield Env(a, b, c, gateway, admin, hosts["c"][1], tmp, processes)
     finally:
         processes.stop_all()
 

@@ -207,6 +207,24 @@ async def test_unknown_workflow_is_a_404(env):
     assert err.value.response.status_code == 404
 
 
+async def test_operator_routes_are_on_the_admin_port_only(env):
+    async with httpx.AsyncClient(timeout=10) as http:
+        # On the public port the hosts' view is an unknown path, answered as
+        # AgentOS answers one.
+        direct = await http.get(f"{env.host_a}/gateway/upstreams")
+        through = await http.get(f"{env.gateway}/gateway/upstreams")
+        assert (through.status_code, through.json()) == (direct.status_code, direct.json())
+        assert through.status_code == 404
+        assert (await http.get(f"{env.gateway}/metrics")).status_code == 404
+        # The admin port has both.
+        metrics = await http.get(f"{env.admin}/metrics")
+        assert metrics.status_code == 200
+        assert "agentos_gateway_active_streams " in metrics.text
+        upstreams = (await http.get(f"{env.admin}/gateway/upstreams")).json()
+        replicas = {r["base_url"] for g in upstreams["host_groups"] for r in g["replicas"]}
+        assert {env.host_a, env.host_b, env.host_c} <= replicas
+
+
 async def test_auth_token_is_forwarded_and_401_passed_back(env):
     # The gateway adds the configured token for shared-b.
     shared_b = await RemoteWorkflow(base_url=env.gateway, workflow_id="shared-b").arun("who")

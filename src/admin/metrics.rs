@@ -1,12 +1,12 @@
-//! `GET /metrics`: the Prometheus scrape endpoint.
+//! `GET /metrics` on the admin listener: the Prometheus scrape endpoint.
 
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 
 use crate::state::SharedState;
 
 /// The OpenMetrics text exposition of every gateway metric.
-pub fn metrics(state: &SharedState) -> impl IntoResponse {
+pub fn metrics(state: &SharedState) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -14,4 +14,5 @@ pub fn metrics(state: &SharedState) -> impl IntoResponse {
         )],
         state.metrics.render(&state.cache.stats, &state.upstreams),
     )
+        .into_response()
 }
