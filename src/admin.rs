@@ -104,20 +104,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors, a connection reset while queued:
-                    // keep serving, without spinning on the error.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = crate::server::next_connection(&listener, &stop).await {
         while connections.try_join_next().is_some() {}
         if connections.len() >= MAX_CONNECTIONS {
             tracing::warn!(

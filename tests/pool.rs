@@ -56,11 +56,8 @@ async fn an_idle_pooled_connection_is_closed_after_pool_idle_timeout() {
     assert_eq!(asked.await.unwrap(), 200);
     // The host keeps the connection open; the gateway must close it.
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(
-        Duration::from_secs(20),
-        connection.read_to_end(&mut rest),
-    )
-    .await;
+    let closed =
+        tokio::time::timeout(Duration::from_secs(20), connection.read_to_end(&mut rest)).await;
     assert!(
         matches!(closed, Ok(Ok(0))),
         "the gateway kept its idle connection: {closed:?}"

@@ -439,7 +439,7 @@ fn has_source<E: std::error::Error + 'static>(e: &reqwest::Error) -> bool {
 
 /// The innermost message of an error chain: "connection reset by peer"
 /// rather than "error sending request".
-fn root_cause(e: &reqwest::Error) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

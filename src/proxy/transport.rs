@@ -37,7 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{AttemptBody, CallerBodyError};
-use crate::client::{ClientError, UnavailablePhase};
+use crate::client::{ClientError, UnavailablePhase, root_cause};
 
 /// Idle pooled connections kept per replica, at most.
 const MAX_IDLE: usize = 1024;
@@ -245,18 +245,6 @@ fn find<'a, E: std::error::Error + 'static>(
         source = e.source();
     }
     None
-}
-
-/// The innermost message of an error chain: "connection reset by peer"
-/// rather than "client error (SendRequest)".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message = e.to_string();
-        source = e.source();
-    }
-    message
 }
 
 /// A host's response body as hyper decoded it, its errors mapped to

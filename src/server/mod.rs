@@ -169,20 +169,7 @@ async fn accept_and_serve(
 ) -> io::Result<()> {
     let local = TaskTracker::new();
     let mut next = 0usize;
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors, a connection reset while queued:
-                    // keep serving the others.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = next_connection(&listener, &stop).await {
         let Some(slot) = serving.limiter.try_take() else {
             // Closed at once: a caller learns now, not after a hang, and a
             // load balancer retries elsewhere.
@@ -222,6 +209,27 @@ async fn accept_and_serve(
         let _ = worker.done.await;
     }
     Ok(())
+}
+
+/// The next accepted connection, or `None` once `stop` is cancelled. A
+/// failed accept (out of descriptors, a connection reset while queued) is
+/// logged and the loop goes on, pausing briefly so as not to spin on it.
+pub async fn next_connection(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
 }
 
 /// One serving thread with its own single-threaded runtime.
