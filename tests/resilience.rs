@@ -590,3 +590,67 @@ async fn cancels_after_a_mass_disconnect_reach_the_host_a_few_at_a_time() {
     .await;
     assert_eq!(host.most_cancels_at_once.load(SeqCst), 32);
 }
+
+/// Sends a run whose chunked body breaks off with a bad chunk size line, on
+/// a raw connection, and returns the status line of the answer.
+async fn broken_chunked_run(gw: &Gateway) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /workflows/w/runs HTTP/1.1\r\nhost: gw\r\n\
+              content-type: application/x-www-form-urlencoded\r\n\
+              transfer-encoding: chunked\r\n\r\n\
+              a\r\nmessage=hi\r\nzz\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_broken_body_is_a_400_and_never_ejects_a_replica() {
+    let (a, b) = (MockHost::start("a").await, MockHost::start("b").await);
+    let gw = Gateway::start(&replicated(
+        &[&a.url, &b.url],
+        "eject_after = 1\nhealth_checks = false",
+    ))
+    .await;
+    for _ in 0..12 {
+        assert_eq!(broken_chunked_run(&gw).await, "HTTP/1.1 400 Bad Request");
+    }
+    assert!(
+        replica_healthy(&gw, &a.url).await,
+        "{}",
+        upstream_status(&gw).await
+    );
+    assert!(
+        replica_healthy(&gw, &b.url).await,
+        "{}",
+        upstream_status(&gw).await
+    );
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("agentos_gateway_caller_errors_total{kind=\"malformed_body\"} 12"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("agentos_gateway_upstream_errors_total{"),
+        "{metrics}"
+    );
+}

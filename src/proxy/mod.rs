@@ -309,20 +309,28 @@ async fn send(
 /// metrics when the host failed, as a caller error when the caller's own
 /// body did (never against the host).
 fn note_failure(state: &SharedState, in_flight: &InFlight, error: &ClientError) {
-    match error {
-        ClientError::BodyTooLarge => state.metrics.caller_error("body_too_large"),
-        ClientError::RequestBody { hung_up: true, .. } => state.metrics.caller_error("hung_up"),
-        ClientError::RequestBody { .. } => state.metrics.caller_error("malformed_body"),
-        _ => {
-            if is_host_failure(error) {
-                in_flight.replica().record_failure(&error.to_string());
-            }
-            let kind = GatewayError::from(error.clone()).kind();
-            state
-                .metrics
-                .upstream_error(in_flight.replica().base_url(), kind);
-        }
+    if note_caller_error(state, error) {
+        return;
     }
+    if is_host_failure(error) {
+        in_flight.replica().record_failure(&error.to_string());
+    }
+    let kind = GatewayError::from(error.clone()).kind();
+    state
+        .metrics
+        .upstream_error(in_flight.replica().base_url(), kind);
+}
+
+/// Counts `error` as the caller's own doing, if it is; says whether it was.
+fn note_caller_error(state: &SharedState, error: &ClientError) -> bool {
+    let kind = match error {
+        ClientError::BodyTooLarge => "body_too_large",
+        ClientError::RequestBody { hung_up: true, .. } => "hung_up",
+        ClientError::RequestBody { .. } => "malformed_body",
+        _ => return false,
+    };
+    state.metrics.caller_error(kind);
+    true
 }
 
 /// Turns one attempt's outcome into the caller's response.
@@ -442,7 +450,11 @@ async fn fan_out_call(
 ) -> Result<Response, GatewayError> {
     let body = axum::body::to_bytes(body, FAN_OUT_BODY_LIMIT)
         .await
-        .map_err(|_| GatewayError::PayloadTooLarge)?;
+        .map_err(|e| {
+            let error = ClientError::from(&body::CallerBodyError::of(&e));
+            note_caller_error(state, &error);
+            GatewayError::from(error)
+        })?;
     let replicas = upstream.group.replicas.all();
     let (tx, mut rx) = mpsc::channel(replicas.len().max(1));
     for replica in replicas.iter() {
