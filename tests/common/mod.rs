@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod recording;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
