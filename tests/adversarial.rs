@@ -1464,6 +1464,134 @@ async fn host_bytes_after_its_content_length_reach_no_caller() {
 }
 
 // ---------------------------------------------------------------------------
+// 4. Caller errors are not host failures.
+
+/// The connection whose bytes since `mark` start a run request.
+fn new_run(conns: &[ConnLog], mark: &Mark) -> Option<usize> {
+    conns
+        .iter()
+        .find(|c| {
+            c.bytes[mark.before(c.id).min(c.bytes.len())..].starts_with(b"POST /workflows/w/runs")
+        })
+        .map(|c| c.id)
+}
+
+/// What the caller does wrong.
+#[derive(Clone, Copy)]
+enum CallerError {
+    /// A malformed chunked body, which must get a 400.
+    MalformedChunks,
+    /// An upload whose caller hangs up mid-body.
+    HangUp,
+}
+
+async fn caller_error(
+    gw: &Gw,
+    hosts: [&RecordingHost; 2],
+    error: CallerError,
+    round: usize,
+    problems: &mut Problems,
+) {
+    if let CallerError::MalformedChunks = error {
+        let body = [
+            chunk(format!("message=bad-{round}").as_bytes()),
+            b"zz\r\n".to_vec(),
+        ]
+        .concat();
+        let request = post("Transfer-Encoding: chunked\r\nConnection: close\r\n", &body);
+        let reply = exchange(gw.addr, request).await;
+        let (responses, _) = reply.responses();
+        let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+        problems.check(statuses == [400], || {
+            format!("round {round}, malformed chunked body: expected 400, got {statuses:?}")
+        });
+        return;
+    }
+    let marks = [hosts[0].mark(), hosts[1].mark()];
+    let mut caller = TcpStream::connect(gw.addr).await.unwrap();
+    caller
+        .write_all(&post("Content-Length: 1000000\r\n", b""))
+        .await
+        .unwrap();
+    caller.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
+    // Once a host has the start of it, the caller leaves.
+    let reached = tokio::select! {
+        Ok(conns) = hosts[0].wait_until(BOUND, |conns| new_run(conns, &marks[0]).is_some()) => {
+            new_run(&conns, &marks[0]).map(|conn| (0, conn))
+        }
+        Ok(conns) = hosts[1].wait_until(BOUND, |conns| new_run(conns, &marks[1]).is_some()) => {
+            new_run(&conns, &marks[1]).map(|conn| (1, conn))
+        }
+        else => None,
+    };
+    drop(caller);
+    let Some((h, conn)) = reached else {
+        problems.add(format!("round {round}: the upload never reached a host"));
+        return;
+    };
+    let closed = hosts[h].wait_until(BOUND, |conns| conns[conn].closed).await;
+    problems.check(closed.is_ok(), || {
+        format!(
+            "round {round}: the gateway never closed host connection {conn} after the caller left"
+        )
+    });
+}
+
+/// Two replicas, ejected at the first failure for the rest of the test.
+/// After each of 12 caller errors canaries must reach both replicas again:
+/// had the error been charged to a replica, it would be ejected while the
+/// other is not, and every canary would go to the other (the gateway picks
+/// at random between healthy replicas, so up to 24 canaries all landing on
+/// one by chance has probability 2^-23). Checking after each error, rather
+/// than once at the end, matters: once both are ejected the gateway tries
+/// both again, and canaries would reach both.
+async fn caller_errors_never_eject(error: CallerError) {
+    let a = RecordingHost::start("a").await;
+    let b = RecordingHost::start("b").await;
+    let gw = gateway(
+        &[&a, &b],
+        "eject_after = 1\neject_base = 300\neject_max = 300",
+        "",
+    )
+    .await;
+    let mut problems = Problems::default();
+    let mut n = 0;
+    for round in 0..12 {
+        caller_error(&gw, [&a, &b], error, round, &mut problems).await;
+        let mut served = [0usize; 2];
+        for _ in 0..24 {
+            let marks = [a.mark(), b.mark()];
+            if let Some(s) = canary(&gw, &[&a, &b], n, &marks, &mut problems).await {
+                served[s.host] += 1;
+            }
+            n += 1;
+            if served[0] > 0 && served[1] > 0 {
+                break;
+            }
+        }
+        problems.check(served[0] > 0 && served[1] > 0, || {
+            format!(
+                "after round {round}'s caller error, canaries were served {served:?} by [a, b]: a replica was ejected for a caller's error"
+            )
+        });
+        if !problems.0.is_empty() {
+            break;
+        }
+    }
+    problems.assert_none(&[&a, &b]);
+}
+
+#[tokio::test]
+async fn caller_malformed_chunks_never_eject_a_replica() {
+    caller_errors_never_eject(CallerError::MalformedChunks).await;
+}
+
+#[tokio::test]
+async fn caller_hang_ups_mid_upload_never_eject_a_replica() {
+    caller_errors_never_eject(CallerError::HangUp).await;
+}
+
+// ---------------------------------------------------------------------------
 // The harness itself: its parsers and verdicts on known-good and known-bad
 // bytes, so that a verdict above is the gateway's doing.
 
