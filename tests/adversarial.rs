@@ -1592,6 +1592,236 @@ async fn caller_hang_ups_mid_upload_never_eject_a_replica() {
 }
 
 // ---------------------------------------------------------------------------
+// 5. Connection limits and timeouts.
+
+const GET_HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n\r\n";
+
+/// Reads until the gateway closes `stream` (at most [`BOUND`]), writing
+/// `writes` first.
+async fn until_closed(stream: TcpStream, writes: Vec<Vec<u8>>) -> Reply {
+    read_reply(stream, writes, BOUND).await
+}
+
+/// The reply has no successful answer, and the gateway closed the
+/// connection.
+fn check_closed_unserved(reply: &Reply, what: &str, problems: &mut Problems) {
+    let (responses, _) = reply.responses();
+    problems.check(responses.iter().all(|r| r.status >= 400), || {
+        format!("{what}: the gateway served it; {}", reply.describe())
+    });
+    problems.check(reply.end.closed(), || {
+        format!(
+            "{what}: the gateway never closed the connection; {}",
+            reply.describe()
+        )
+    });
+}
+
+const SHORT_TIMEOUTS: &str = "header_read_timeout = 1\nkeep_alive_timeout = 1\nwrite_timeout = 1";
+
+#[tokio::test]
+async fn limit_a_connection_that_sends_nothing_is_closed() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], SHORT_TIMEOUTS, "").await;
+    let reply = until_closed(TcpStream::connect(gw.addr).await.unwrap(), vec![]).await;
+    let mut problems = Problems::default();
+    check_closed_unserved(&reply, "a silent connection", &mut problems);
+    problems.assert_none(&[&host]);
+}
+
+#[tokio::test]
+async fn limit_a_connection_that_stops_mid_head_is_closed() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], SHORT_TIMEOUTS, "").await;
+    let half = b"POST /workflows/w/runs HTTP/1.1\r\nHost: gateway.test\r\nContent-Le".to_vec();
+    let reply = until_closed(TcpStream::connect(gw.addr).await.unwrap(), vec![half]).await;
+    let mut problems = Problems::default();
+    check_closed_unserved(&reply, "half a head", &mut problems);
+    problems.check(host.connections().is_empty(), || {
+        "half a head reached the host".to_owned()
+    });
+    problems.assert_none(&[&host]);
+}
+
+#[tokio::test]
+async fn limit_an_idle_keep_alive_connection_is_closed() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], SHORT_TIMEOUTS, "").await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let reply = until_closed(stream, vec![GET_HEALTH.to_vec()]).await;
+    let mut problems = Problems::default();
+    let (responses, _) = reply.responses();
+    problems.check(
+        responses.len() == 1 && responses[0].status == 200 && responses[0].complete,
+        || format!("expected one 200 for /health; {}", reply.describe()),
+    );
+    problems.check(reply.end.closed(), || {
+        format!(
+            "the idle kept-alive connection was never closed; {}",
+            reply.describe()
+        )
+    });
+    problems.assert_none(&[&host]);
+}
+
+#[tokio::test]
+async fn limit_an_idle_h2c_connection_is_closed() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], SHORT_TIMEOUTS, "").await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/health", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(BOUND, sender.send_request(request))
+        .await
+        .expect("no h2 answer")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    // The client keeps its side open (`sender` lives on): only the gateway
+    // can end the connection.
+    let ended = tokio::time::timeout(BOUND, &mut connection).await;
+    assert!(
+        ended.is_ok(),
+        "the idle h2c connection was still open {BOUND:?} after its last stream"
+    );
+    drop(sender);
+}
+
+#[tokio::test]
+async fn limit_a_streaming_caller_that_never_reads_is_cut_off() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], SHORT_TIMEOUTS, "").await;
+    let started = "event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"run_id\":\"r-endless\",\"session_id\":\"s-endless\"}\n\n";
+    let event = format!(
+        "event: StepProgress\ndata: {{\"event\":\"StepProgress\",\"run_id\":\"r-endless\",\"pad\":\"{}\"}}\n\n",
+        "x".repeat(64 * 1024)
+    );
+    let mut head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    head.extend_from_slice(&chunk(started.as_bytes()));
+    host.answer_next(Answer::Endless {
+        head,
+        chunk: chunk(event.as_bytes()),
+    });
+    // A caller with a small receive window that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut caller = socket.connect(gw.addr).await.unwrap();
+    let body = "message=endless&stream=true";
+    caller
+        .write_all(&post(
+            &format!("Content-Length: {}\r\n", body.len()),
+            body.as_bytes(),
+        ))
+        .await
+        .unwrap();
+    let mut problems = Problems::default();
+    // The gateway gives up on the caller and lets go of the host: the
+    // host's connection closes (its writes fail) or the run is cancelled.
+    let let_go = host
+        .wait_until(BOUND, |conns| {
+            conns.first().is_some_and(|c| c.write_failed || c.closed)
+                || conns
+                    .iter()
+                    .flat_map(|c| &c.requests)
+                    .any(|r| r.path().ends_with("/cancel"))
+        })
+        .await;
+    problems.check(let_go.is_ok(), || {
+        format!("after write_timeout the host was still streaming to a caller that never reads ({BOUND:?})")
+    });
+    // And the caller's connection is closed: draining it reaches the end.
+    let reply = until_closed(caller, vec![]).await;
+    problems.check(reply.end.closed(), || {
+        format!(
+            "the caller's connection was not closed (got {} bytes while draining)",
+            reply.bytes.len()
+        )
+    });
+    problems.assert_none(&[&host]);
+}
+
+#[tokio::test]
+async fn limit_max_connections_closes_the_one_too_many() {
+    let host = RecordingHost::start("h").await;
+    let gw = gateway(&[&host], "max_connections = 2", "").await;
+    let mut problems = Problems::default();
+    // Two connections, each served once and kept open.
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+        stream.write_all(GET_HEALTH).await.unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        let answered = tokio::time::timeout(BOUND, async {
+            loop {
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return false;
+                }
+                bytes.extend_from_slice(&buf[..n]);
+                let (responses, _) = parse_responses(&bytes, false);
+                if responses.iter().any(|r| r.complete && r.status == 200) {
+                    return true;
+                }
+            }
+        })
+        .await;
+        problems.check(answered == Ok(true), || {
+            format!("connection {i} of 2 was not served")
+        });
+        open.push(stream);
+    }
+    // A third is accepted and closed at once, never served, never left
+    // hanging.
+    let third = TcpStream::connect(gw.addr).await.unwrap();
+    let reply = until_closed(third, vec![GET_HEALTH.to_vec()]).await;
+    check_closed_unserved(&reply, "a connection over max_connections", &mut problems);
+    // Once one of the two closes, a new connection is served (as soon as
+    // the gateway has seen the close: retried until then).
+    drop(open.remove(0));
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let served = loop {
+        let stream = TcpStream::connect(gw.addr).await.unwrap();
+        let reply = read_reply(stream, vec![GET_HEALTH.to_vec()], CLOSE_GRACE).await;
+        let (responses, _) = reply.responses();
+        if responses.iter().any(|r| r.status == 200) {
+            break true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    problems.check(served, || {
+        "no new connection was served after one of the two closed".to_owned()
+    });
+    problems.assert_none(&[&host]);
+}
+
+#[tokio::test]
+async fn limit_a_head_over_max_header_bytes_is_refused() {
+    let big = format!("X-Big: {}\r\nContent-Length: 5\r\n", "a".repeat(20_000));
+    rejected(post(&big, b"hello"), &[431, 400], "max_header_bytes = 8192").await;
+}
+
+#[tokio::test]
+async fn limit_more_fields_than_max_headers_is_refused() {
+    let mut fields: String = (0..20).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    fields.push_str("Content-Length: 5\r\n");
+    rejected(post(&fields, b"hello"), &[431, 400], "max_headers = 10").await;
+}
+
+// ---------------------------------------------------------------------------
 // The harness itself: its parsers and verdicts on known-good and known-bad
 // bytes, so that a verdict above is the gateway's doing.
 
