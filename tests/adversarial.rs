@@ -23,10 +23,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::GatewayProcess;
 use common::recording::{
     Answer, ConnLog, Framing, Mark, RecordingHost, Tail, decode_chunked, escape,
 };
+use common::{Gateway, GatewayProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1819,6 +1819,148 @@ async fn limit_more_fields_than_max_headers_is_refused() {
     let mut fields: String = (0..20).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
     fields.push_str("Content-Length: 5\r\n");
     rejected(post(&fields, b"hello"), &[431, 400], "max_headers = 10").await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. Property: any body, any chunking, reaches the host byte-exact.
+
+/// One generated case: the body, whether it goes chunked (else with a
+/// Content-Length), where its chunks split, the hex case of their sizes,
+/// and where the wire bytes are cut into separate writes.
+type BodyCase = (
+    Vec<u8>,
+    bool,
+    Vec<proptest::sample::Index>,
+    bool,
+    Vec<proptest::sample::Index>,
+);
+
+/// `points` as sorted, distinct offsets in `0..=len`, with both ends.
+fn cuts(points: &[proptest::sample::Index], len: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = points.iter().map(|i| i.index(len + 1)).collect();
+    cuts.extend([0, len]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+async fn body_reaches_host(
+    gw: SocketAddr,
+    host: &RecordingHost,
+    case: BodyCase,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    let (body, is_chunked, splits, upper, writes) = case;
+    let mut wire = b"POST /workflows/w/runs HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n".to_vec();
+    if is_chunked {
+        wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for piece in cuts(&splits, body.len()).windows(2) {
+            let data = &body[piece[0]..piece[1]];
+            let size = if upper {
+                format!("{:X}\r\n", data.len())
+            } else {
+                format!("{:x}\r\n", data.len())
+            };
+            wire.extend_from_slice(size.as_bytes());
+            wire.extend_from_slice(data);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(LAST_CHUNK);
+    } else {
+        wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        wire.extend_from_slice(&body);
+    }
+    let pieces: Vec<Vec<u8>> = cuts(&writes, wire.len())
+        .windows(2)
+        .map(|w| wire[w[0]..w[1]].to_vec())
+        .collect();
+    let mark = host.mark();
+    let stream = TcpStream::connect(gw).await.unwrap();
+    let reply = read_reply(stream, pieces, CLOSE_GRACE).await;
+    let (responses, _) = reply.responses();
+    prop_assert!(
+        responses.len() == 1 && responses[0].status == 200,
+        "the caller got {}",
+        reply.describe()
+    );
+    let since = host.since(&mark);
+    prop_assert!(
+        since.len() == 1,
+        "{} host connections got bytes",
+        since.len()
+    );
+    let requests = common::recording::clean_requests(&since[0].1)
+        .map_err(proptest::test_runner::TestCaseError::fail)?;
+    prop_assert!(
+        requests.len() == 1,
+        "the host got {} requests",
+        requests.len()
+    );
+    let got = &requests[0];
+    prop_assert!(
+        got.body == body,
+        "the host got {} bytes for the caller's {} (first difference at {:?})",
+        got.body.len(),
+        body.len(),
+        got.body.iter().zip(&body).position(|(a, b)| a != b)
+    );
+    if !is_chunked && !body.is_empty() {
+        let length = body.len().to_string();
+        prop_assert!(
+            got.values("content-length") == [length.as_bytes()],
+            "the caller's Content-Length did not reach the host: {:?}",
+            got.framing
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn prop_any_body_in_any_chunking_reaches_the_host_byte_exact() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestError, TestRunner};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (host, gateway) = runtime.block_on(async {
+        let host = RecordingHost::start("p").await;
+        let toml = format!(
+            "[server]\nhealth_checks = false\n\n[admin]\nlisten = \"\"\n\n[[workflows]]\nid = \"w\"\nbase_url = \"{}\"\n",
+            host.url
+        );
+        let gateway = Gateway::start(&toml).await;
+        (host, gateway)
+    });
+    let addr: SocketAddr = gateway.url.trim_start_matches("http://").parse().unwrap();
+    let strategy = (
+        proptest::collection::vec(any::<u8>(), 0..=64 * 1024),
+        any::<bool>(),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        any::<bool>(),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        max_shrink_iters: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |case| {
+        runtime.block_on(body_reaches_host(addr, &host, case))
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, (body, chunked, splits, upper, writes))) => panic!(
+            "{why}\nminimal case: {} body bytes {}, chunked {chunked} at {:?} (upper hex {upper}), writes cut at {:?}",
+            body.len(),
+            escape(&body, 64),
+            cuts(&splits, body.len()),
+            writes.len()
+        ),
+        Err(TestError::Abort(why)) => panic!("aborted: {why}"),
+    }
+    drop(gateway);
 }
 
 // ---------------------------------------------------------------------------
