@@ -1461,6 +1461,18 @@ async fn host_bytes_after_its_content_length_reach_no_caller() {
         });
     }
     problems.assert_none(&[&host]);
+    // Exactly these requests, each connection's bytes whole requests.
+    let (c1, c2, c3) = (p1.unwrap().0, p2.unwrap().0, served.unwrap().conn);
+    host.assert_received(&[
+        (c1, "POST", "/workflows/w/runs", b"message=p1&stream=false"),
+        (c2, "POST", "/workflows/w/runs", b"message=p2&stream=false"),
+        (
+            c3,
+            "POST",
+            "/workflows/w/runs",
+            b"message=canary-1&stream=false",
+        ),
+    ]);
 }
 
 // ---------------------------------------------------------------------------
@@ -1595,6 +1607,13 @@ async fn caller_hang_ups_mid_upload_never_eject_a_replica() {
 // 5. Connection limits and timeouts.
 
 const GET_HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n\r\n";
+const GET_HEALTH_AND_CLOSE: &[u8] =
+    b"GET /health HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n";
+
+/// Writes `request` on `stream` and reads until the gateway closes it.
+async fn exchange_on(stream: TcpStream, request: &[u8]) -> Reply {
+    read_reply(stream, vec![request.to_vec()], CLOSE_GRACE).await
+}
 
 /// Reads until the gateway closes `stream` (at most [`BOUND`]), writing
 /// `writes` first.
@@ -1784,7 +1803,7 @@ async fn limit_max_connections_closes_the_one_too_many() {
     // A third is accepted and closed at once, never served, never left
     // hanging.
     let third = TcpStream::connect(gw.addr).await.unwrap();
-    let reply = until_closed(third, vec![GET_HEALTH.to_vec()]).await;
+    let reply = exchange_on(third, GET_HEALTH_AND_CLOSE).await;
     check_closed_unserved(&reply, "a connection over max_connections", &mut problems);
     // Once one of the two closes, a new connection is served (as soon as
     // the gateway has seen the close: retried until then).
@@ -1792,7 +1811,7 @@ async fn limit_max_connections_closes_the_one_too_many() {
     let deadline = tokio::time::Instant::now() + BOUND;
     let served = loop {
         let stream = TcpStream::connect(gw.addr).await.unwrap();
-        let reply = read_reply(stream, vec![GET_HEALTH.to_vec()], CLOSE_GRACE).await;
+        let reply = exchange_on(stream, GET_HEALTH_AND_CLOSE).await;
         let (responses, _) = reply.responses();
         if responses.iter().any(|r| r.status == 200) {
             break true;

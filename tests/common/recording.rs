@@ -516,6 +516,25 @@ impl RecordingHost {
             .collect()
     }
 
+    /// Asserts that every connection's bytes are whole requests with
+    /// nothing trailing, and that they are exactly `expected`, in accept
+    /// order then arrival order: (connection, method, target, body).
+    pub fn assert_received(&self, expected: &[(usize, &str, &str, &[u8])]) {
+        let mut got = Vec::new();
+        for conn in self.connections() {
+            let requests = clean_requests(&conn.bytes)
+                .unwrap_or_else(|why| panic!("connection {}: {why}\n{}", conn.id, self.describe()));
+            for r in requests {
+                got.push((conn.id, r.method, r.target, r.body));
+            }
+        }
+        let expected: Vec<(usize, String, String, Vec<u8>)> = expected
+            .iter()
+            .map(|(c, m, t, b)| (*c, m.to_string(), t.to_string(), b.to_vec()))
+            .collect();
+        assert_eq!(got, expected, "\n{}", self.describe());
+    }
+
     /// Every connection, for failure messages.
     pub fn describe(&self) -> String {
         let conns = self.connections();
