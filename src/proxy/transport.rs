@@ -81,6 +81,25 @@ pub fn host_tls(ca_file: Option<&Path>) -> Result<HostTls, String> {
     Ok(Arc::new(config))
 }
 
+/// What every replica's transport shares: TLS, and the pool and head
+/// limits from `[server]`.
+#[derive(Clone)]
+pub struct TransportSettings {
+    pub tls: HostTls,
+    pub pool_idle_timeout: Duration,
+    /// Largest host answer head; hyper refuses a bigger one (502).
+    pub max_head_bytes: usize,
+}
+
+impl std::fmt::Debug for TransportSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportSettings")
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("max_head_bytes", &self.max_head_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One replica's connections.
 #[derive(Clone)]
 pub struct Transport {
@@ -106,22 +125,22 @@ impl Transport {
     /// `http(s)://host[:port][/prefix]`).
     pub fn new(
         base_url: &url::Url,
-        tls: &HostTls,
+        settings: &TransportSettings,
         connect_timeout: Duration,
-        pool_idle_timeout: Duration,
     ) -> Result<Transport, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(rustls::ClientConfig::clone(tls))
+            .with_tls_config(rustls::ClientConfig::clone(&settings.tls))
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle_timeout)
+            .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(MAX_IDLE)
+            .http1_max_buf_size(settings.max_head_bytes)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
@@ -296,9 +315,13 @@ mod tests {
     use super::*;
 
     fn transport(url: &str) -> Transport {
-        let tls = host_tls(None).unwrap();
+        let settings = TransportSettings {
+            tls: host_tls(None).unwrap(),
+            pool_idle_timeout: Duration::from_secs(1),
+            max_head_bytes: 8192,
+        };
         let url = url::Url::parse(url).unwrap();
-        Transport::new(&url, &tls, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+        Transport::new(&url, &settings, Duration::from_secs(1)).unwrap()
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::client::{AgentOsClient, ClientError};
 use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
 use crate::observability::metrics::RouteMetricsCache;
-use crate::proxy::transport::{HostTls, Transport, host_tls};
+use crate::proxy::transport::{Transport, TransportSettings, host_tls};
 use replica::{Replica, ReplicaSet};
 
 /// One exposed workflow and the host group that runs it.
@@ -42,8 +42,7 @@ pub struct HostGroup {
     pub metadata_token: Option<Secret>,
     /// The shortest `config_ttl` of the group's workflows.
     pub config_ttl: Duration,
-    tls: HostTls,
-    pool_idle_timeout: Duration,
+    transport: TransportSettings,
 }
 
 impl HostGroup {
@@ -54,10 +53,10 @@ impl HostGroup {
     /// A replica for `url`, with this group's bulkhead and ejection policy.
     pub fn new_replica(&self, url: &url::Url) -> Result<Arc<Replica>, String> {
         let connect_timeout = self.config.connect_timeout;
-        let client =
-            AgentOsClient::with_tls(url, connect_timeout, rustls::ClientConfig::clone(&self.tls))
-                .map_err(|e| format!("{url}: {e}"))?;
-        let transport = Transport::new(url, &self.tls, connect_timeout, self.pool_idle_timeout)
+        let tls = rustls::ClientConfig::clone(&self.transport.tls);
+        let client = AgentOsClient::with_tls(url, connect_timeout, tls)
+            .map_err(|e| format!("{url}: {e}"))?;
+        let transport = Transport::new(url, &self.transport, connect_timeout)
             .map_err(|e| format!("{url}: {e}"))?;
         Ok(Arc::new(Replica::new(
             client,
@@ -141,7 +140,11 @@ impl Upstreams {
     /// Builds every group (one pooled client per replica). DNS groups start
     /// empty until `health::spawn` resolves them.
     pub fn new(config: &Config) -> Result<Self, String> {
-        let tls = host_tls(config.server.upstream_ca_file.as_deref())?;
+        let transport = TransportSettings {
+            tls: host_tls(config.server.upstream_ca_file.as_deref())?,
+            pool_idle_timeout: config.server.pool_idle_timeout,
+            max_head_bytes: config.server.limits.max_header_bytes,
+        };
         let mut groups: Vec<Arc<HostGroup>> = Vec::with_capacity(config.host_groups.len());
         for group_config in &config.host_groups {
             let members = config
@@ -156,8 +159,7 @@ impl Upstreams {
                     .map(|w| w.config_ttl)
                     .min()
                     .unwrap_or(Duration::from_secs(300)),
-                tls: tls.clone(),
-                pool_idle_timeout: config.server.pool_idle_timeout,
+                transport: transport.clone(),
             };
             if let HostSource::Static(urls) = &group_config.source {
                 let replicas = urls

@@ -123,8 +123,12 @@ impl Replica {
         policy: EjectionPolicy,
     ) -> Arc<Replica> {
         let second = std::time::Duration::from_secs(1);
-        let tls = crate::proxy::transport::host_tls(None).unwrap_or_else(|e| panic!("{e}"));
-        let transport = Transport::new(url, &tls, second, second).unwrap_or_else(|e| panic!("{e}"));
+        let settings = crate::proxy::transport::TransportSettings {
+            tls: crate::proxy::transport::host_tls(None).unwrap_or_else(|e| panic!("{e}")),
+            pool_idle_timeout: second,
+            max_head_bytes: 8192,
+        };
+        let transport = Transport::new(url, &settings, second).unwrap_or_else(|e| panic!("{e}"));
         let client = AgentOsClient::new(url, second).unwrap_or_else(|e| panic!("{e}"));
         Arc::new(Replica::new(client, transport, max_concurrent, policy))
     }

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod recording;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -628,6 +630,15 @@ impl Drop for TempDir {
     }
 }
 
+/// The gateway binary that process tests run: `AGENTOS_GATEWAY_BIN` when set
+/// (CI points it at the release build), else the one cargo built for the
+/// tests.
+pub fn gateway_bin() -> std::path::PathBuf {
+    std::env::var_os("AGENTOS_GATEWAY_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_agentos-gateway").into())
+}
+
 impl GatewayProcess {
     /// Starts `agentos-gateway --config <toml> --log-format json` listening on
     /// an ephemeral port, and waits until it logs its address.
@@ -641,7 +652,7 @@ impl GatewayProcess {
         let dir = TempDir::new();
         let path = dir.0.join("gateway.toml");
         std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agentos-gateway"));
+        let mut command = std::process::Command::new(gateway_bin());
         command
             .args(["--log-format", "json", "--config"])
             .arg(&path)
