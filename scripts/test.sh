@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, the Rust unit and integration tests,
+# Runs every test: formatting and lints, the Rust unit and integration tests
+# (those that start the binary, the adversarial edge suite among them,
+# start the release build),
 # the offline checks of the Dockerfile and Kubernetes manifests, then the
 # compatibility suite (real agno AgentOS hosts and agno's own clients
 # against the release binary), and a seconds-long smoke of the benchmark
@@ -20,10 +22,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --locked
-echo "== release build, Dockerfile and Kubernetes manifests"
+echo "== release build"
 cargo build --release --locked
+echo "== cargo test (tests that run the binary, the adversarial suite among them, run the release build)"
+AGENTOS_GATEWAY_BIN="$PWD/target/release/agentos-gateway" cargo test --locked
+echo "== Dockerfile and Kubernetes manifests"
 "$venv/bin/python" deploy/check.py target/release/agentos-gateway
 if [ -d tests/compat ]; then
   echo "== compatibility suite (agno $(grep -i '^agno==' tests/compat/requirements.txt | cut -d= -f3))"
