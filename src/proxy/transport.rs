@@ -10,8 +10,12 @@
 //! but whose framing is ambiguous. Either way the connection is dropped
 //! unread, which closes it: it is never reused.
 //!
-//! Pooling is hyper-util's, one pool per replica (a replica that DNS
-//! discovery removes drops its pool with it). Idle connections are kept for
+//! Pooling is hyper-util's, one pool per replica and serving thread (a
+//! replica that DNS discovery removes drops its pools with it). Per thread
+//! because the gateway serves thread-per-core (`crate::server`): a pool
+//! shared by the threads hands one thread's connections to the other, and
+//! every answer then wakes a second thread; BENCHMARKS.md has what that
+//! cost. Idle connections are kept for
 //! `pool_idle_timeout`, below uvicorn's 5 s keep-alive, so the gateway does
 //! not write into a connection the host is closing; when it does anyway and
 //! nothing of the request was written, hyper-util sends it again on a fresh
@@ -38,6 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{AttemptBody, CallerBodyError};
 use crate::client::{ClientError, UnavailablePhase, root_cause};
+use crate::sharded::Sharded;
 
 /// Idle pooled connections kept per replica, at most.
 const MAX_IDLE: usize = 1024;
@@ -100,10 +105,16 @@ impl std::fmt::Debug for TransportSettings {
     }
 }
 
+/// hyper-util's client, as the transport uses it.
+type HostClient = Client<HttpsConnector<HttpConnector>, AttemptBody>;
+
 /// One replica's connections.
-#[derive(Clone)]
 pub struct Transport {
-    client: Client<HttpsConnector<HttpConnector>, AttemptBody>,
+    /// One client (and pool) per serving thread, made on first use.
+    clients: Sharded<OnceLock<HostClient>>,
+    connector: HttpsConnector<HttpConnector>,
+    pool_idle_timeout: Duration,
+    max_head_bytes: usize,
     scheme: Scheme,
     authority: Authority,
     /// The base URL's path, without a trailing slash ("" for none).
@@ -137,13 +148,6 @@ impl Transport {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(MAX_IDLE)
-            .http1_max_buf_size(settings.max_head_bytes)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let scheme = Scheme::try_from(base_url.scheme()).map_err(|e| e.to_string())?;
         let host = base_url.host_str().ok_or("no host")?;
         let authority = match base_url.port() {
@@ -151,12 +155,28 @@ impl Transport {
             None => host.to_owned(),
         };
         Ok(Transport {
-            client,
+            clients: Sharded::default(),
+            connector,
+            pool_idle_timeout: settings.pool_idle_timeout,
+            max_head_bytes: settings.max_head_bytes,
             scheme,
             authority: Authority::try_from(authority).map_err(|e| e.to_string())?,
             prefix: base_url.path().trim_end_matches('/').to_owned(),
             base_url: Arc::from(base_url.as_str().trim_end_matches('/')),
             connect_timeout,
+        })
+    }
+
+    /// This thread's client.
+    fn client(&self) -> &HostClient {
+        self.clients.local().1.get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .pool_max_idle_per_host(MAX_IDLE)
+                .http1_max_buf_size(self.max_head_bytes)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(self.connector.clone())
         })
     }
 
@@ -188,7 +208,7 @@ impl Transport {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let response = self
-            .client
+            .client()
             .request(request)
             .await
             .map_err(|e| self.classify(&e))?;

@@ -20,20 +20,19 @@
 //! thread-per-core: the listener's task accepts and hands each connection,
 //! round-robin, to one of N worker threads (N = cores, or
 //! `TOKIO_WORKER_THREADS`), each running a single-threaded runtime that
-//! serves the connection and opens its upstream connections to completion.
-//! A request then never crosses threads: no work-stealing wake-ups, no
-//! contended pool, and what every request writes (metrics, in-flight
-//! counts) is kept per thread (`crate::sharded`); see BENCHMARKS.md for
-//! what that bought. On a single-threaded runtime (tests) connections are
-//! served right there.
+//! serves the connection to completion: no work-stealing wake-ups, and what
+//! every request writes (metrics, in-flight counts) is kept per thread
+//! (`crate::sharded`); see BENCHMARKS.md for what that bought. Host
+//! connections come from the replica's pool, which every thread shares
+//! (hyper-util's; a connection's task runs on the thread that opened it).
+//! On a single-threaded runtime (tests) connections are served right there.
 
 pub mod connection;
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::RuntimeFlavor;
