@@ -55,7 +55,8 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Held to the end of main: dropping it flushes the last lines.
+    let _log_flush = init_logging(cli.log_format);
     let command = match (cli.command, &cli.config) {
         (Some(command), _) => command,
         (None, Some(_)) => Command::Serve,
@@ -151,13 +152,24 @@ fn run(task: impl Future<Output = std::io::Result<()>>) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr through tracing-appender's writer thread: the serving
+/// threads hand each line over, and the writer writes whatever has queued
+/// up in one `write` (a `BufWriter` flushed once the queue is empty), as
+/// nginx buffers its access log. A line per request written straight to
+/// stderr cost a syscall per request (BENCHMARKS.md). Past 128k queued
+/// lines, new ones are dropped rather than block the serving threads.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .thread_name("gateway-log")
+        .finish(stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
