@@ -51,21 +51,27 @@ const MAX_IDLE: usize = 1024;
 /// `server.upstream_ca_file`.
 pub type HostTls = Arc<rustls::ClientConfig>;
 
-/// Builds the host TLS settings. Reading the system's roots takes a while,
-/// so they are read once per process.
-pub fn host_tls(ca_file: Option<&Path>) -> Result<HostTls, String> {
+/// Builds the host TLS settings: the system's roots when `system_roots`
+/// (some host is `https://`), plus `ca_file`'s. Reading the system's roots
+/// takes tens of milliseconds, so it is done once per process, and only
+/// when needed: a gateway with plain hosts only starts without it.
+pub fn host_tls(ca_file: Option<&Path>, system_roots: bool) -> Result<HostTls, String> {
     static SYSTEM_ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
-    let mut roots = SYSTEM_ROOTS
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for error in &found.errors {
-                tracing::warn!(%error, "a system root certificate could not be read");
-            }
-            roots.add_parsable_certificates(found.certs);
-            roots
-        })
-        .clone();
+    let mut roots = if system_roots {
+        SYSTEM_ROOTS
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                let found = rustls_native_certs::load_native_certs();
+                for error in &found.errors {
+                    tracing::warn!(%error, "a system root certificate could not be read");
+                }
+                roots.add_parsable_certificates(found.certs);
+                roots
+            })
+            .clone()
+    } else {
+        rustls::RootCertStore::empty()
+    };
     if let Some(path) = ca_file {
         use rustls_pki_types::pem::PemObject as _;
         let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
@@ -336,7 +342,7 @@ mod tests {
 
     fn transport(url: &str) -> Transport {
         let settings = TransportSettings {
-            tls: host_tls(None).unwrap(),
+            tls: host_tls(None, false).unwrap(),
             pool_idle_timeout: Duration::from_secs(1),
             max_head_bytes: 8192,
         };

@@ -140,8 +140,12 @@ impl Upstreams {
     /// Builds every group (one pooled client per replica). DNS groups start
     /// empty until `health::spawn` resolves them.
     pub fn new(config: &Config) -> Result<Self, String> {
+        let any_https = config.host_groups.iter().any(|group| match &group.source {
+            HostSource::Static(urls) => urls.iter().any(|url| url.scheme() == "https"),
+            HostSource::Dns { url, .. } => url.scheme() == "https",
+        });
         let transport = TransportSettings {
-            tls: host_tls(config.server.upstream_ca_file.as_deref())?,
+            tls: host_tls(config.server.upstream_ca_file.as_deref(), any_https)?,
             pool_idle_timeout: config.server.pool_idle_timeout,
             max_head_bytes: config.server.limits.max_header_bytes,
         };

@@ -124,7 +124,7 @@ impl Replica {
     ) -> Arc<Replica> {
         let second = std::time::Duration::from_secs(1);
         let settings = crate::proxy::transport::TransportSettings {
-            tls: crate::proxy::transport::host_tls(None).unwrap_or_else(|e| panic!("{e}")),
+            tls: crate::proxy::transport::host_tls(None, false).unwrap_or_else(|e| panic!("{e}")),
             pool_idle_timeout: second,
             max_head_bytes: 8192,
         };
