@@ -249,4 +249,41 @@ mod tests {
         assert!(all(&[b"event: A\ndata: {\"trunc"]).is_empty());
         assert!(all(&[b"event: A\ndata: {}\n"]).is_empty());
     }
+
+    // A host's bytes, cut anywhere (a `\r\n` split included), decode to the
+    // same events as the whole stream at once, and never panic. A stand-in
+    // for fuzzing, which needs a nightly toolchain this project lacks.
+    mod chunking {
+        use proptest::prelude::*;
+
+        use super::all;
+
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                "((event|data|id|retry|: ?x)(: ?[a-z0-9{}]{0,8})?(\r\n|\n|\r)){0,20}"
+                    .prop_map(String::into_bytes),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn events_do_not_depend_on_the_chunking(
+                stream in stream(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            ) {
+                let whole = all(&[&stream]);
+                let mut at: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+                at.sort_unstable();
+                at.dedup();
+                let mut pieces: Vec<&[u8]> = Vec::new();
+                let mut start = 0;
+                for cut in at.into_iter().chain([stream.len()]) {
+                    pieces.push(&stream[start..cut]);
+                    start = cut;
+                }
+                prop_assert_eq!(whole, all(&pieces));
+            }
+        }
+    }
 }

@@ -293,4 +293,82 @@ mod tests {
             );
         }
     }
+
+    // The scanners read bytes from callers and hosts: any bytes, cut
+    // anywhere, must give the same verdict as the whole body at once (and
+    // never panic). A stand-in for fuzzing, which needs a nightly
+    // toolchain this project does not have.
+    mod chunking {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// `bytes` cut at `cuts` (positions, in any order, any range).
+        fn pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            at.sort_unstable();
+            at.dedup();
+            let mut out = Vec::new();
+            let mut start = 0;
+            for cut in at.into_iter().chain([bytes.len()]) {
+                out.push(bytes[start..cut].to_vec());
+                start = cut;
+            }
+            out
+        }
+
+        fn json_body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                "[{}\\[\\]\",:a-z_0-9 ]{0,200}".prop_map(String::into_bytes),
+                (".{0,20}", ".{0,20}").prop_map(|(run, session)| {
+                    serde_json::json!({"content": "x", "run_id": run, "session_id": session})
+                        .to_string()
+                        .into_bytes()
+                }),
+            ]
+        }
+
+        fn form_body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                "[a-z_=&%0-9]{0,120}".prop_map(String::into_bytes),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn json_ids_do_not_depend_on_the_chunking(
+                body in json_body(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            ) {
+                let mut whole = JsonIdScanner::new();
+                whole.feed(&body);
+                let mut cut = JsonIdScanner::new();
+                for piece in pieces(&body, &cuts) {
+                    cut.feed(&piece);
+                }
+                prop_assert_eq!(whole.ids(), cut.ids());
+            }
+
+            #[test]
+            fn form_facts_do_not_depend_on_the_chunking(
+                body in form_body(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            ) {
+                let mut whole = FormScanner::default();
+                whole.feed(&body);
+                whole.finish();
+                let mut cut = FormScanner::default();
+                for piece in pieces(&body, &cuts) {
+                    cut.feed(&piece);
+                }
+                cut.finish();
+                prop_assert_eq!(
+                    (whole.has_run_id(), whole.background()),
+                    (cut.has_run_id(), cut.background())
+                );
+            }
+        }
+    }
 }
