@@ -40,6 +40,8 @@ cat > "$work/gateway.toml" <<EOF
 listen = "127.0.0.1:$port"
 drain_grace = 0.01
 drain_timeout = 1
+[admin]
+listen = ""
 [[workflows]]
 id = "bench"
 base_url = "http://$host"
