@@ -585,6 +585,53 @@ async fn rejected(request: Vec<u8>, allowed: &[u16], server: &str) {
     problems.assert_none(&[&host]);
 }
 
+/// A 400 as in [`check_rejected`], with no byte of the request at the host.
+fn check_rejected_unforwarded(
+    reply: &Reply,
+    forwarded: &[(usize, Vec<u8>)],
+    problems: &mut Problems,
+) {
+    check_rejected(reply, &[400], problems);
+    for (conn, bytes) in forwarded {
+        problems.add(format!(
+            "rejected, yet the request reached the host on connection {conn}: {}",
+            escape(bytes, 400)
+        ));
+    }
+}
+
+/// The one clean request that one host connection got, with that
+/// connection's bytes; a problem otherwise.
+fn forwarded_once(
+    forwarded: &[(usize, Vec<u8>)],
+    problems: &mut Problems,
+) -> Option<(common::recording::HostRequest, Vec<u8>)> {
+    match forwarded {
+        [(_, bytes)] => match common::recording::clean_requests(bytes) {
+            Ok(mut requests) if requests.len() == 1 => requests.pop().map(|r| (r, bytes.clone())),
+            Ok(requests) => {
+                problems.add(format!(
+                    "the host got {} requests for one: {}",
+                    requests.len(),
+                    escape(bytes, 400)
+                ));
+                None
+            }
+            Err(why) => {
+                problems.add(format!("the host got an unclean request: {why}"));
+                None
+            }
+        },
+        other => {
+            problems.add(format!(
+                "expected one host connection to get the request, {} did",
+                other.len()
+            ));
+            None
+        }
+    }
+}
+
 /// For framings RFC 9112 lets a recipient either reject or normalise: a
 /// 400 as in [`rejected`], or the request forwarded as one clean request
 /// whose head has only CRLF line ends, one `Content-Length` of `body`'s
@@ -598,13 +645,7 @@ async fn rejected_or_normalised(request: Vec<u8>, body: &[u8]) {
     let mut problems = Problems::default();
     let forwarded = host.since(&marks[0]);
     if responses.first().is_some_and(|r| r.status == 400) {
-        check_rejected(&reply, &[400], &mut problems);
-        for (conn, bytes) in &forwarded {
-            problems.add(format!(
-                "rejected, yet the request reached the host on connection {conn}: {}",
-                escape(bytes, 400)
-            ));
-        }
+        check_rejected_unforwarded(&reply, &forwarded, &mut problems);
     } else {
         problems.check(responses.len() == 1 && responses[0].status == 200, || {
             format!(
@@ -612,46 +653,31 @@ async fn rejected_or_normalised(request: Vec<u8>, body: &[u8]) {
                 reply.describe()
             )
         });
-        match forwarded.as_slice() {
-            [(_, bytes)] => match common::recording::clean_requests(bytes) {
-                Ok(requests) if requests.len() == 1 => {
-                    let r = &requests[0];
-                    let head = &bytes[r.head.clone()];
-                    let crlf_only = head.iter().enumerate().all(|(i, &b)| match b {
-                        b'\r' => head.get(i + 1) == Some(&b'\n'),
-                        b'\n' => i > 0 && head[i - 1] == b'\r',
-                        _ => true,
-                    });
-                    problems.check(crlf_only, || {
-                        format!(
-                            "the forwarded head has a bare CR or LF: {}",
-                            escape(head, 400)
-                        )
-                    });
-                    let length = body.len().to_string();
-                    problems.check(
-                        r.values("content-length") == [length.as_bytes()]
-                            && r.values("transfer-encoding").is_empty()
-                            && r.body == body,
-                        || {
-                            format!(
-                                "the forwarded request is not normalised to one Content-Length: {length}: {}",
-                                escape(head, 400)
-                            )
-                        },
-                    );
-                }
-                Ok(requests) => problems.add(format!(
-                    "the host got {} requests for one: {}",
-                    requests.len(),
-                    escape(bytes, 400)
-                )),
-                Err(why) => problems.add(format!("the host got an unclean request: {why}")),
-            },
-            other => problems.add(format!(
-                "expected one host connection to get the request, {} did",
-                other.len()
-            )),
+        if let Some((r, bytes)) = forwarded_once(&forwarded, &mut problems) {
+            let head = &bytes[r.head.clone()];
+            let crlf_only = head.iter().enumerate().all(|(i, &b)| match b {
+                b'\r' => head.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && head[i - 1] == b'\r',
+                _ => true,
+            });
+            problems.check(crlf_only, || {
+                format!(
+                    "the forwarded head has a bare CR or LF: {}",
+                    escape(head, 400)
+                )
+            });
+            let length = body.len().to_string();
+            problems.check(
+                r.values("content-length") == [length.as_bytes()]
+                    && r.values("transfer-encoding").is_empty()
+                    && r.body == body,
+                || {
+                    format!(
+                        "the forwarded request is not normalised to one Content-Length: {length}: {}",
+                        escape(head, 400)
+                    )
+                },
+            );
         }
     }
     let marks = [host.mark()];
@@ -676,13 +702,7 @@ async fn rejected_or_decoded_as_chunked(request: Vec<u8>, decoded: &[u8]) {
     let mut problems = Problems::default();
     let forwarded = host.since(&marks[0]);
     if responses.first().is_some_and(|r| r.status == 400) {
-        check_rejected(&reply, &[400], &mut problems);
-        for (conn, bytes) in &forwarded {
-            problems.add(format!(
-                "rejected, yet the request reached the host on connection {conn}: {}",
-                escape(bytes, 400)
-            ));
-        }
+        check_rejected_unforwarded(&reply, &forwarded, &mut problems);
     } else {
         problems.check(
             responses.len() == 1 && responses[0].status == 200 && responses[0].complete,
@@ -702,30 +722,15 @@ async fn rejected_or_decoded_as_chunked(request: Vec<u8>, decoded: &[u8]) {
                 reply.describe()
             )
         });
-        match forwarded.as_slice() {
-            [(_, bytes)] => match common::recording::clean_requests(bytes) {
-                Ok(requests) if requests.len() == 1 => {
-                    let r = &requests[0];
-                    let framed_once =
-                        r.values("content-length").len() + r.values("transfer-encoding").len() == 1;
-                    problems.check(framed_once && r.body == decoded, || {
-                        format!(
-                            "the host did not get exactly the decoded chunks, framed once: {}",
-                            escape(bytes, 400)
-                        )
-                    });
-                }
-                Ok(requests) => problems.add(format!(
-                    "the host got {} requests for one: {}",
-                    requests.len(),
-                    escape(bytes, 400)
-                )),
-                Err(why) => problems.add(format!("the host got an unclean request: {why}")),
-            },
-            other => problems.add(format!(
-                "expected one host connection to get the request, {} did",
-                other.len()
-            )),
+        if let Some((r, bytes)) = forwarded_once(&forwarded, &mut problems) {
+            let framed_once =
+                r.values("content-length").len() + r.values("transfer-encoding").len() == 1;
+            problems.check(framed_once && r.body == decoded, || {
+                format!(
+                    "the host did not get exactly the decoded chunks, framed once: {}",
+                    escape(&bytes, 400)
+                )
+            });
         }
     }
     let marks = [host.mark()];
