@@ -5,18 +5,6 @@ mod common;
 
 use common::*;
 
-/// Prometheus text from the admin listener.
-async fn scrape(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the sample line that starts with `prefix`, if present.
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics

@@ -55,18 +55,6 @@ async fn upstream_status(gw: &Gateway) -> Value {
         .unwrap()
 }
 
-/// The admin listener's Prometheus text.
-async fn metrics_text(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn replica_healthy(gw: &Gateway, url: &str) -> bool {
     let status = upstream_status(gw).await;
     status["host_groups"][0]["replicas"]
@@ -253,7 +241,7 @@ async fn a_flapping_replica_is_ejected_by_health_checks_and_readmitted() {
     );
     assert!(replica_a["last_check"].is_string());
 
-    let metrics = metrics_text(&gw).await;
+    let metrics = scrape(&gw).await;
     let line = format!(
         "agentos_gateway_replica_healthy{{host_group=\"{},{}\",replica=\"{}\"}} 0",
         a.url, b.url, a.url
@@ -642,7 +630,7 @@ async fn a_callers_broken_body_is_a_400_and_never_ejects_a_replica() {
         "{}",
         upstream_status(&gw).await
     );
-    let metrics = metrics_text(&gw).await;
+    let metrics = scrape(&gw).await;
     assert!(
         metrics.contains("agentos_gateway_caller_errors_total{kind=\"malformed_body\"} 12"),
         "{metrics}"

@@ -555,6 +555,18 @@ impl Gateway {
     }
 }
 
+/// Prometheus text from the gateway's admin listener.
+pub async fn scrape(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop.cancel();
