@@ -112,3 +112,44 @@ async fn h2c_with_prior_knowledge_reaches_the_routes() {
     let body: serde_json::Value = run.json().await.unwrap();
     assert_eq!(body["path"], "/workflows/echo/runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_connection_is_closed_at_once_and_counted() {
+    let gw = Gateway::start("[server]\nmax_connections = 1\n").await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    // The first connection is served and kept open.
+    let mut first = TcpStream::connect(&addr).await.unwrap();
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    first.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // The second is closed without an answer, not left hanging.
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    let _ = second
+        .write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        second.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the refused connection is closed at once");
+    assert!(
+        rest.is_empty(),
+        "no answer on a refused connection: {read:?}"
+    );
+    let metrics = scrape(&gw).await;
+    assert!(
+        metrics.contains("agentos_gateway_refused_connections_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentos_gateway_open_connections 1\n"),
+        "{metrics}"
+    );
+    drop(first);
+}
