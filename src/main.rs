@@ -58,6 +58,17 @@ fn main() -> ExitCode {
     // Held to the end of main: dropping it flushes the last lines.
     let _log_flush = init_logging(cli.log_format);
     let command = match (cli.command, &cli.config) {
+        (Some(Command::Demo { .. }), Some(path)) => {
+            // The demo serves its own embedded hosts; a config given to it
+            // would be silently ignored.
+            eprintln!(
+                "error: `demo` runs its own embedded hosts and takes no config ({} given): \
+                 run `agentos-gateway serve --config {}` to serve it",
+                path.display(),
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         (Some(command), _) => command,
         (None, Some(_)) => Command::Serve,
         (None, None) => Command::Demo {
@@ -95,12 +106,19 @@ fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
         eprintln!("error: no config file: pass --config PATH or set AGENTOS_GATEWAY_CONFIG");
         return Err(ExitCode::from(EXIT_CONFIG));
     };
-    Config::load(path)
-        .map(|config| (path.clone(), config))
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+    let config = Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    if config.workflows.is_empty() {
+        // A gateway with nothing behind it is a mistake, not a default.
+        eprintln!(
+            "error: {}: exposes nothing: add a [[workflows]] entry (see config/gateway.example.toml)",
+            path.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok((path.clone(), config))
 }
 
 async fn serve(config: Config) -> std::io::Result<()> {

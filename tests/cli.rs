@@ -118,3 +118,42 @@ fn check_names_the_admin_listener_or_says_it_is_off() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_that_exposes_nothing_is_refused_naming_the_file() {
+    for toml in ["", "[server]\nlisten = \"127.0.0.1:0\"\n"] {
+        let (code, stderr) = check(toml);
+        assert_eq!(code, 64, "{stderr}");
+        assert!(
+            stderr.contains("FILE: exposes nothing: add a [[workflows]] entry"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn demo_refuses_a_config_it_would_ignore() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentos-gateway"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["--config", "config/gateway.example.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a demo that ignored the config would serve until killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo started instead of refusing the config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`demo` runs its own embedded hosts and takes no config"),
+        "{stderr}"
+    );
+}

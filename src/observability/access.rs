@@ -62,7 +62,8 @@ impl AccessRecord {
         let labels = &self.metrics.labels;
         let host = self.forwarded.as_ref().map_or("", |f| f.replica.base_url());
         let events = self.forwarded.as_ref().map_or(0, Forwarded::events);
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        // Milliseconds to the microsecond: finer digits are clock noise.
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         // Probes arrive every few seconds from every load balancer; keep them
         // out of the default log level.
         let quiet = matches!(labels.route, "/health" | "/ready");
