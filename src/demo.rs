@@ -20,11 +20,8 @@ use crate::state::AppState;
 /// default admin port, on loopback only.
 pub const DEMO_ADMIN: &str = "127.0.0.1:9901";
 
-/// Runs the demo until `shutdown` resolves.
-pub async fn run(
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Runs the demo until SIGTERM or Ctrl-C (see `server::signals`).
+pub async fn run(listen: SocketAddr) -> std::io::Result<()> {
     let stop_hosts = CancellationToken::new();
     let _stop_hosts_on_return = stop_hosts.clone().drop_guard();
     // The demo's config is written as TOML and read by the same parser as a
@@ -82,5 +79,6 @@ pub async fn run(
     if let Some(admin) = &admin {
         tracing::info!("  curl -s http://{}/metrics", admin.addr());
     }
-    server::serve(listener, state, shutdown).await
+    let signals = server::signals(state.hurry.clone());
+    server::serve(listener, state, signals).await
 }

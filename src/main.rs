@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             Ok((_, config)) => run(serve(config)),
             Err(code) => code,
         },
-        Command::Demo { listen } => run(demo::run(listen, server::shutdown_signal())),
+        Command::Demo { listen } => run(demo::run(listen)),
     }
 }
 
@@ -133,7 +133,8 @@ async fn serve(config: Config) -> std::io::Result<()> {
         workflows = config.workflows.len(),
         "agentos-gateway ready"
     );
-    server::serve(listener, state, server::shutdown_signal()).await
+    let signals = server::signals(state.hurry.clone());
+    server::serve(listener, state, signals).await
 }
 
 /// Binds and spawns the admin listener (`[admin] listen`), or logs that it

@@ -23,6 +23,8 @@ pub struct AppState {
     /// Cancelled when the drain deadline passes: open streams end with an
     /// error event and their runs are cancelled on the host.
     pub end_streams: CancellationToken,
+    /// Cancelled by a second shutdown signal: the drain ends at once.
+    pub hurry: CancellationToken,
     /// Calls the gateway makes on its own (cancels of cut-off runs); waited
     /// for before the process exits.
     pub background: TaskTracker,
@@ -43,6 +45,7 @@ impl AppState {
             cache: ConfigCache::new(config.server.config_fetch_timeout),
             metrics: Metrics::new(),
             end_streams: CancellationToken::new(),
+            hurry: CancellationToken::new(),
             background: TaskTracker::new(),
             instantiated_at: chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -60,6 +63,17 @@ impl AppState {
     pub fn note_upstream_error(&self, group: &HostGroup, error: &ClientError) {
         let kind = GatewayError::from(error.clone()).kind();
         self.metrics.upstream_error(group.name(), kind);
+    }
+
+    /// Whether no request is in flight on any host (streams included).
+    pub fn nothing_in_flight(&self) -> bool {
+        self.upstreams.groups().iter().all(|group| {
+            group
+                .replicas
+                .all()
+                .iter()
+                .all(|replica| replica.in_flight() == 0)
+        })
     }
 
     pub fn is_draining(&self) -> bool {

@@ -115,3 +115,55 @@ async fn a_stream_open_at_the_drain_deadline_is_ended_and_its_run_cancelled() {
     assert_eq!(cancel.headers["authorization"], "Bearer caller-token");
     stream.upstream_dropped().await;
 }
+
+#[tokio::test]
+async fn ctrl_c_with_nothing_in_flight_exits_at_once() {
+    let host = MockHost::start("h").await;
+    // A grace the test could not wait out: only skipping it passes.
+    let toml = format!(
+        "drain_grace = 3600\ndrain_timeout = 3600\n{}",
+        workflow("story", &host.url, "story")
+    );
+    let mut gw = GatewayProcess::spawn(&toml, &[]);
+    assert_eq!(ready_status(&gw).await, Some(200));
+    gw.interrupt();
+    assert_eq!(gw.exit_code(Duration::from_secs(60)).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once_and_exits_non_zero() {
+    let host = MockHost::start("h").await;
+    let toml = format!(
+        "drain_grace = 3600\ndrain_timeout = 3600\n{}",
+        workflow("story", &host.url, "story")
+    );
+    let mut gw = GatewayProcess::spawn(&toml, &[]);
+    let stream = host.stream();
+    stream.send(STARTED).await;
+    let mut r = client()
+        .post(gw.url("/workflows/story/runs"))
+        .form(&[("message", "go")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_chunk(&mut r).await.unwrap(), STARTED.as_bytes());
+    // A stream is in flight: Ctrl-C drains, and /ready says so.
+    gw.interrupt();
+    let gw_ref = &gw;
+    eventually("/ready answers 503 while draining", || async move {
+        ready_status(gw_ref).await == Some(503)
+    })
+    .await;
+    gw.terminate();
+    let tail = String::from_utf8(rest(r).await).unwrap();
+    assert!(
+        tail.starts_with("event: WorkflowError\ndata: {"),
+        "{tail:?}"
+    );
+    assert_ne!(gw.exit_code(Duration::from_secs(60)).await, Some(0));
+    let cancel = host
+        .recorded()
+        .into_iter()
+        .find(|r| r.path_and_query.contains("/cancel"));
+    assert!(cancel.is_some(), "the run was cancelled on its host");
+}

@@ -12,6 +12,10 @@
 //! 3. streams still open then end with an AgentOS error event and their runs
 //!    are cancelled on the host; the process exits 0.
 //!
+//! A second SIGTERM or Ctrl-C during the drain ends it at once, as step 3
+//! does, and the process exits non-zero. A Ctrl-C with nothing in flight
+//! (an operator at a terminal) skips the drain.
+//!
 //! Each connection is served by [`connection`]: hyper frames it, within the
 //! connection limits of `[server]`; beyond `max_connections`, a new
 //! connection is closed at accept.
@@ -49,11 +53,22 @@ use connection::{ConnectionLimiter, ConnectionSlot, Settings};
 /// and cancels of their runs get to reach the hosts.
 const FINAL_FLUSH: Duration = Duration::from_secs(10);
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+/// How the gateway was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: the two-phase drain (a load balancer is deregistering us).
+    Drain,
+    /// Ctrl-C: at once when nothing is in flight, else the two-phase drain.
+    Interrupt,
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains;
+/// `state.hurry` ends the drain at once (an error: the process should exit
+/// non-zero).
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = layers::apply(routes::Routes::new(state.clone()), &state);
     let settings = Arc::new(Settings::new(&state.server.limits));
@@ -89,19 +104,26 @@ pub async fn serve(
     );
     tokio::pin!(server);
 
-    tokio::select! {
+    let stop = tokio::select! {
         result = &mut server => return result,
-        () = shutdown => {}
-    }
+        stop = shutdown => stop,
+    };
     let (grace, deadline) = (state.server.drain_grace, state.server.drain_timeout);
     state.start_draining();
-    tracing::info!(
-        ?grace,
-        "draining: /ready now answers 503; still accepting connections"
-    );
-    tokio::select! {
-        result = &mut server => return result,
-        () = tokio::time::sleep(grace) => {}
+    let hurry = state.hurry.clone();
+    let mut hurried = false;
+    if stop == Stop::Interrupt && state.nothing_in_flight() {
+        tracing::info!("nothing in flight; stopping now");
+    } else {
+        tracing::info!(
+            ?grace,
+            "draining: /ready now answers 503; still accepting connections"
+        );
+        tokio::select! {
+            result = &mut server => return result,
+            () = tokio::time::sleep(grace) => {}
+            () = hurry.cancelled() => hurried = true,
+        }
     }
 
     stop_accepting.cancel();
@@ -110,12 +132,21 @@ pub async fn serve(
         ?deadline,
         "listener closed; waiting for in-flight requests and streams"
     );
+    let cut_short = async {
+        if !hurried {
+            tokio::select! {
+                () = tokio::time::sleep(deadline) => {}
+                () = hurry.cancelled() => hurried = true,
+            }
+        }
+    };
     let result = tokio::select! {
         result = &mut server => result,
-        () = tokio::time::sleep(deadline) => {
+        () = cut_short => {
             tracing::warn!(
                 streams = state.metrics.active_streams.get(),
-                "drain deadline passed; ending open streams"
+                second_signal = hurried,
+                "drain ended; ending open streams"
             );
             state.end_streams.cancel();
             match tokio::time::timeout(FINAL_FLUSH, &mut server).await {
@@ -133,6 +164,11 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("some host-side cancels did not finish before exit");
+    }
+    if hurried {
+        return Err(std::io::Error::other(
+            "a second signal cut the drain short; open streams were ended",
+        ));
     }
     tracing::info!("drained; exiting");
     result
@@ -302,30 +338,78 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener>
     socket.listen(backlog)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on the first SIGTERM or Ctrl-C, saying which. From then on, a
+/// second one cancels `hurry`: the drain ends at once. The same listeners
+/// watch for both, so a second signal sent right after the first is not
+/// missed.
+pub async fn signals(hurry: CancellationToken) -> Stop {
+    let mut listeners = SignalListeners::new();
+    let first = listeners.next().await;
+    tokio::spawn(async move {
+        listeners.next().await;
+        tracing::warn!("second signal: ending the drain now");
+        hurry.cancel();
+    });
+    first
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, each listened for while this lives.
+struct SignalListeners {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl SignalListeners {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            SignalListeners {
+                interrupt: listen(SignalKind::interrupt(), "Ctrl-C"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        SignalListeners {}
+    }
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.interrupt) => {
+                    tracing::info!("Ctrl-C received; shutting down");
+                    Stop::Interrupt
+                }
+                () = recv(&mut self.terminate) => {
+                    tracing::info!("SIGTERM received; shutting down");
+                    Stop::Drain
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+            Stop::Interrupt
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
     }
 }

@@ -523,7 +523,11 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let shutdown = stop.clone().cancelled_owned();
+        let stopped = stop.clone().cancelled_owned();
+        let shutdown = async move {
+            stopped.await;
+            agentos_gateway::server::Stop::Drain
+        };
         let serve_state = state.clone();
         tokio::spawn(async move {
             agentos_gateway::server::serve(listener, serve_state, shutdown)
@@ -730,8 +734,17 @@ impl GatewayProcess {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Ctrl-C, as a terminal sends it.
+    pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    fn signal(&self, which: &str) {
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
