@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, the Rust unit and integration tests
+# Runs every test: formatting, lints and docs, the Rust unit and integration tests
 # (those that start the binary, the adversarial edge suite among them,
 # start the release build),
 # the offline checks of the Dockerfile and Kubernetes manifests, then the
@@ -22,6 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== release build"
 cargo build --release --locked
 echo "== cargo test (tests that run the binary, the adversarial suite among them, run the release build)"

@@ -68,7 +68,7 @@ struct HistogramShard {
 }
 
 impl Histogram {
-    /// A histogram with `bounds` (ascending, at most [`MAX_BOUNDS`]; any
+    /// A histogram with `bounds` (ascending, at most `MAX_BOUNDS`; any
     /// beyond are dropped) and `+Inf`.
     pub fn new(bounds: &'static [f64]) -> Histogram {
         debug_assert!(bounds.len() <= MAX_BOUNDS, "too many histogram bounds");

@@ -8,7 +8,7 @@
 //!   accept (hyper's own head timer then covers every later head and the
 //!   idle wait before it, at `keep_alive_timeout`);
 //! - a connection with no request in flight, HTTP/1 or h2, is closed after
-//!   `keep_alive_timeout` ([`Activity`] counts its requests);
+//!   `keep_alive_timeout` (`Activity` counts its requests);
 //! - a write the caller does not take within `write_timeout` fails the
 //!   connection ([`WriteTimeout`]), which drops its requests: an event
 //!   stream's run is then cancelled on its host like any disconnect;

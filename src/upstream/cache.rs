@@ -7,9 +7,9 @@
 //! show different callers different things, or refuse some, so one caller's
 //! answer is never served to another. A caller who sends `Authorization`
 //! has it forwarded unchanged and gets its own entries, keyed by a
-//! fingerprint of the header ([`Credential::Caller`]); a caller who sends
+//! fingerprint of the header (`Credential::Caller`); a caller who sends
 //! none shares the gateway's entries, fetched with the configured token, if
-//! any ([`Credential::Gateway`]).
+//! any (`Credential::Gateway`).
 //!
 //! Concurrent misses for one key coalesce into one upstream fetch. Only
 //! successes are cached: a refusal (401/403) or any other failure is fetched
