@@ -433,7 +433,7 @@ impl Locator<'_> {
 
     fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
-        let message = e.message().trim();
+        let message = &in_user_words(e.message().trim());
         let offset = span.start.min(self.source.len());
         let line_start = self.source[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.source[line_start..]
@@ -473,6 +473,33 @@ impl Locator<'_> {
             .find(|l| l.starts_with('['))
             .map(|l| l.trim_matches(['[', ']', ' ']))
     }
+}
+
+/// serde's type errors in an operator's words: "expected f64" means a
+/// number of seconds here (every such key is a duration), "expected u64" a
+/// whole number, "a sequence" a list.
+fn in_user_words(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_owned();
+    };
+    let Some((got, expected)) = rest.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "f64" => "a number of seconds",
+        "u64" => "a whole number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, like [\"...\"]",
+        "a string" => "text in quotes",
+        other => other,
+    };
+    let got = got
+        .strip_prefix("string ")
+        .map(|text| format!("the text {text}"))
+        .or_else(|| got.strip_prefix("floating point ").map(str::to_owned))
+        .or_else(|| got.strip_prefix("integer ").map(str::to_owned))
+        .unwrap_or_else(|| got.to_owned());
+    format!("expected {expected}, got {got}")
 }
 
 fn missing_field(message: &str) -> Option<&str> {

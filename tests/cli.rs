@@ -71,6 +71,19 @@ fn each_bad_config_names_file_line_and_key() {
             "FILE:2:14: `server.config_ttl`",
         ),
         ("[server\n".to_owned(), "FILE:1:"),
+        // Type errors in an operator's words, not Rust's.
+        (
+            format!("{wf}timeout = \"ten\"\n"),
+            "FILE:4:11: `workflows.timeout`: expected a number of seconds, got the text \"ten\"",
+        ),
+        (
+            "[server]\nmax_body_bytes = 1.5\n".to_owned(),
+            "FILE:2:18: `server.max_body_bytes`: expected a whole number, got `1.5`",
+        ),
+        (
+            "[server]\nhealth_checks = \"yes\"\n".to_owned(),
+            "FILE:2:17: `server.health_checks`: expected true or false, got the text \"yes\"",
+        ),
     ];
     for (toml, expected) in cases {
         let (code, stderr) = check(&toml);
