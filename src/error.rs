@@ -234,9 +234,24 @@ impl From<ClientError> for GatewayError {
     }
 }
 
+/// What failed behind an error response, for the access line only (the
+/// caller's detail never names a host): attached to the response by
+/// [`GatewayError`]'s `into_response`, taken off by the access layer.
+#[derive(Debug, Clone)]
+pub struct FailureCause {
+    /// The base URL of the host that failed.
+    pub host: String,
+    /// The root cause ("Connection refused (os error 111)").
+    pub cause: String,
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let cause = self.upstream_cause().map(|(host, cause)| FailureCause {
+            host: host.to_owned(),
+            cause,
+        });
         let mut response = (
             status,
             Json(serde_json::json!({ "detail": self.to_string() })),
@@ -247,6 +262,9 @@ impl IntoResponse for GatewayError {
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
             );
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
         }
         response
     }

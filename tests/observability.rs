@@ -253,3 +253,45 @@ async fn access_log_has_one_line_per_request_and_no_credentials() {
         "caller token leaked into logs"
     );
 }
+
+#[tokio::test]
+async fn a_failed_request_is_one_log_line_naming_the_host_and_cause() {
+    let refusing = refusing_url().await;
+    let gw = GatewayProcess::spawn(&workflow("w", &refusing, "w"), &[]);
+    let r = client()
+        .post(gw.url("/workflows/w/runs"))
+        .header("x-request-id", "req-fail-1")
+        .form(&[("message", "x"), ("stream", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let detail = r.text().await.unwrap();
+    assert!(!detail.contains(refusing.as_str()), "{detail}");
+    let gw_ref = &gw;
+    eventually("the access line", || async move {
+        gw_ref
+            .log()
+            .iter()
+            .any(|l| l.contains("\"target\":\"access\""))
+    })
+    .await;
+    let about: Vec<serde_json::Value> = gw
+        .log()
+        .iter()
+        .filter(|l| l.contains("req-fail-1"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        // What an operator sees at the default level.
+        .filter(|l| ["INFO", "WARN", "ERROR"].contains(&l["level"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(about.len(), 1, "one line per failed request: {about:#?}");
+    let line = &about[0];
+    assert_eq!(line["target"], "access");
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["status"], 502);
+    assert_eq!(line["host"], refusing.as_str());
+    assert!(
+        line["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{line}"
+    );
+}

@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::metrics::RouteMetrics;
-use crate::error::GatewayError;
+use crate::error::{FailureCause, GatewayError};
 use crate::layers::REQUEST_ID;
 use crate::proxy::Forwarded;
 use crate::routes::Matched;
@@ -54,13 +54,19 @@ struct AccessRecord {
     status: u16,
     request_id: HeaderValue,
     forwarded: Option<Forwarded>,
+    /// What failed behind an error answer (the access line says it).
+    failure: Option<FailureCause>,
 }
 
 impl AccessRecord {
     fn finish(self, bytes: u64, outcome: Outcome) {
         let elapsed = self.start.elapsed();
         let labels = &self.metrics.labels;
-        let host = self.forwarded.as_ref().map_or("", |f| f.replica.base_url());
+        let host = match (&self.forwarded, &self.failure) {
+            (Some(forwarded), _) => forwarded.replica.base_url(),
+            (None, Some(failure)) => failure.host.as_str(),
+            (None, None) => "",
+        };
         let events = self.forwarded.as_ref().map_or(0, Forwarded::events);
         // Milliseconds to the microsecond: finer digits are clock noise.
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
@@ -68,9 +74,10 @@ impl AccessRecord {
         // out of the default log level.
         let quiet = matches!(labels.route, "/health" | "/ready");
         macro_rules! access {
-            ($level:ident) => {
+            ($level:ident $(, $extra:ident = $value:expr)?) => {
                 tracing::$level!(
                     target: "access",
+                    $($extra = $value,)?
                     request_id = self.request_id.to_str().unwrap_or(""),
                     method = %self.method,
                     path = self.uri.path(),
@@ -85,7 +92,11 @@ impl AccessRecord {
                 )
             };
         }
-        if quiet {
+        // A failed request is one line: the access line, at warn, with
+        // what failed behind it.
+        if let Some(failure) = &self.failure {
+            access!(warn, error = failure.cause.as_str());
+        } else if quiet {
             access!(debug);
         } else {
             access!(info);
@@ -232,14 +243,7 @@ where
                 status = status.as_u16(),
                 "finished processing request"
             );
-            if status.is_server_error() {
-                tracing::error!(
-                    target: ON_FAILURE,
-                    classification = %format_args!("Status code: {status}"),
-                    latency = ?start.elapsed(),
-                    "response failed"
-                );
-            }
+            let failure = response.extensions_mut().remove::<FailureCause>();
             let record = AccessRecord {
                 start,
                 metrics,
@@ -248,6 +252,7 @@ where
                 status: status.as_u16(),
                 request_id,
                 forwarded,
+                failure,
             };
             let span = tracing::Span::current();
             Ok(response.map(|body| {

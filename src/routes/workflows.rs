@@ -163,17 +163,9 @@ pub async fn forward_call(
 /// host's address. The address and root cause are logged here, once, since
 /// the caller's `detail` leaves them out.
 fn told(upstream: &Upstream, error: GatewayError) -> GatewayError {
-    let error = error.for_workflow(&upstream.config.id);
-    if let Some((base_url, cause)) = error.upstream_cause() {
-        tracing::warn!(
-            workflow = %upstream.config.id,
-            replica = base_url,
-            error = %cause,
-            kind = error.kind(),
-            "host call failed"
-        );
-    }
-    error
+    // The host's address and the cause reach the access line through the
+    // response (`error::FailureCause`): one log line per failed request.
+    error.for_workflow(&upstream.config.id)
 }
 
 /// The configured workflow with gateway id `id`.
