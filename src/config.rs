@@ -714,7 +714,7 @@ fn validate(
             DEFAULT_DRAIN_TIMEOUT_SECS,
         )?,
         cors_origins,
-        limits: limits(s, env, locate)?,
+        limits: limits(s, &duration, env, locate)?,
         pool_idle_timeout: duration(
             &s.pool_idle_timeout,
             "pool_idle_timeout",
@@ -996,16 +996,18 @@ fn validate(
     })
 }
 
-/// The connection limits of `[server]`.
+/// A `[server]` duration: its key, and its default in seconds.
+type ServerDuration<'a> =
+    dyn Fn(&Option<Spanned<f64>>, &str, f64) -> Result<Duration, ConfigError> + 'a;
+
+/// The connection limits of `[server]`; `duration` reads a `[server]`
+/// duration as `validate` does.
 fn limits(
     s: &RawServer,
+    duration: &ServerDuration,
     env: &dyn Fn(&str) -> Option<String>,
     locate: &Locator,
 ) -> Result<ConnectionLimits, ConfigError> {
-    let duration = |file: &Option<Spanned<f64>>, key: &str, default: f64| {
-        let setting = server_setting(file, key, env, parse_seconds)?;
-        seconds(setting, default, &format!("server.{key}"), locate)
-    };
     let count = |file: &Option<Spanned<u64>>, key: &str, default: u64, range: (u64, u64)| {
         let setting = server_setting(file, key, env, parse_count)?;
         let (min, max) = range;

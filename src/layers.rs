@@ -1,7 +1,7 @@
 //! Cross-cutting concerns as tower layers, applied once around every route:
 //! trailing-slash normalisation, CORS, and the access layer
 //! (`observability::access`: request ids, the tracing span, the access log
-//! and request metrics, the framing rules of [`check_framing`], the request
+//! and request metrics, the framing rules of [`HeadFraming`], the request
 //! body limit). Handlers never repeat any of this.
 
 use std::convert::Infallible;
@@ -36,25 +36,46 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// decodes the chunks and closes the connection after the answer, as
 /// RFC 9112 §6.1 allows; the gateway re-frames what it forwards, so the
 /// host still parses exactly one request.)
-pub fn check_framing(request: &Request) -> Result<(), &'static str> {
-    let headers = request.headers();
-    if request.version() <= http::Version::HTTP_11 {
-        let mut hosts = headers.get_all(header::HOST).iter();
-        match (hosts.next(), hosts.next()) {
-            (None, _) if request.version() == http::Version::HTTP_11 => {
-                return Err("Missing Host header");
-            }
-            (Some(_), Some(_)) => return Err("More than one Host header"),
-            _ => {}
+///
+/// Gathered field by field ([`HeadFraming::note`]) during the access
+/// layer's one walk over the head, so no field is looked up twice.
+#[derive(Debug, Default)]
+pub struct HeadFraming {
+    hosts: usize,
+    codings: usize,
+    chunked: bool,
+    /// `Content-Length` as a number (hyper has checked it), if given.
+    pub content_length: Option<u64>,
+}
+
+impl HeadFraming {
+    /// Takes one field of the head into account.
+    pub fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == header::HOST {
+            self.hosts += 1;
+        } else if name == header::TRANSFER_ENCODING {
+            self.codings += 1;
+            self.chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONTENT_LENGTH {
+            self.content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
         }
     }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(coding) = codings.next()
-        && (codings.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
-        return Err("Unsupported Transfer-Encoding: only a single `chunked` is accepted");
+
+    /// The verdict for a request of `version` whose fields were noted.
+    pub fn check(&self, version: http::Version) -> Result<(), &'static str> {
+        if version <= http::Version::HTTP_11 {
+            if self.hosts == 0 && version == http::Version::HTTP_11 {
+                return Err("Missing Host header");
+            }
+            if self.hosts > 1 {
+                return Err("More than one Host header");
+            }
+        }
+        if self.codings > 1 || (self.codings == 1 && !self.chunked) {
+            return Err("Unsupported Transfer-Encoding: only a single `chunked` is accepted");
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What the listener serves: the routes inside every layer.
@@ -144,6 +165,15 @@ fn cors(server: &ServerConfig) -> CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`HeadFraming`]'s verdict on a whole request.
+    fn check_framing(request: &Request) -> Result<(), &'static str> {
+        let mut framing = HeadFraming::default();
+        for (name, value) in request.headers() {
+            framing.note(name, value);
+        }
+        framing.check(request.version())
+    }
 
     fn request(version: http::Version, headers: &[(&str, &str)]) -> Request {
         let mut builder = http::Request::builder().version(version).uri("/health");

@@ -103,16 +103,7 @@ impl AgentOsClient {
     /// each call. Redirects are not followed (a proxy passes them back) and
     /// environment proxies are ignored.
     pub fn new(base_url: &Url, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            // A proxy passes redirects back to its caller instead of following them.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            // Environment proxies would silently reroute host traffic.
-            .no_proxy()
-            .build()?;
+        let http = Self::builder(connect_timeout).build()?;
         Ok(AgentOsClient::from_reqwest(base_url, http, connect_timeout))
     }
 
@@ -124,16 +115,24 @@ impl AgentOsClient {
         connect_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(4))
-            .pool_max_idle_per_host(1024)
-            .no_proxy()
+        let http = Self::builder(connect_timeout)
             .tls_backend_preconfigured(tls)
             .build()?;
         Ok(AgentOsClient::from_reqwest(base_url, http, connect_timeout))
+    }
+
+    /// The settings both constructors share.
+    fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            // A proxy passes redirects back to its caller instead of following them.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            // Below uvicorn's 5 s keep-alive, as the proxy's own pools.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(1024)
+            // Environment proxies would silently reroute host traffic.
+            .no_proxy()
     }
 
     /// Wraps an existing `reqwest::Client` (its own TLS, proxy and redirect

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::metrics::RouteMetrics;
 use crate::error::{FailureCause, GatewayError};
-use crate::layers::REQUEST_ID;
+use crate::layers::{HeadFraming, REQUEST_ID};
 use crate::proxy::Forwarded;
 use crate::routes::Matched;
 use crate::state::SharedState;
@@ -165,14 +165,18 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let start = Instant::now();
 
-        // One pass over the fields: the caller's request id, and credentials
-        // marked sensitive (kept out of debug output).
+        // One pass over the fields: the caller's request id, credentials
+        // marked sensitive (kept out of debug output), and the framing
+        // facts.
         let mut caller_id = None;
+        let mut framing = HeadFraming::default();
         for (name, value) in request.headers_mut().iter_mut() {
             if name == header::AUTHORIZATION || name == header::COOKIE {
                 value.set_sensitive(true);
             } else if caller_id.is_none() && name == REQUEST_ID {
                 caller_id = Some(value.clone());
+            } else {
+                framing.note(name, value);
             }
         }
         let request_id = match caller_id {
@@ -199,10 +203,9 @@ where
         // ready for this call, and nothing needs cloning into the future.
         let handling = {
             let _entered = span.enter();
-            match crate::layers::check_framing(&request) {
-                Ok(()) => {
-                    limit_body(request, self.max_body_bytes).map(|request| self.inner.call(request))
-                }
+            match framing.check(request.version()) {
+                Ok(()) => limit_body(request, framing.content_length, self.max_body_bytes)
+                    .map(|request| self.inner.call(request)),
                 Err(rule) => {
                     self.state.metrics.caller_error("framing");
                     Err(GatewayError::BadRequest(rule.to_owned()))
@@ -287,12 +290,11 @@ fn new_request_id() -> HeaderValue {
 /// Refuses a declared length over the limit at once; caps a body without a
 /// declared length at the limit while it is forwarded. (A declared length
 /// within the limit needs no cap: the server reads exactly that many bytes.)
-fn limit_body(request: Request, limit: u64) -> Result<Request, GatewayError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+fn limit_body(
+    request: Request,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Request, GatewayError> {
     match declared {
         Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
         Some(_) => Ok(request),

@@ -134,7 +134,7 @@ pub async fn detail(
         .await
         .map_err(|error| {
             state.note_upstream_error(&upstream.group, &error);
-            told(upstream, error.into())
+            GatewayError::from(error).for_workflow(&upstream.config.id)
         })?;
     let mut response = Json(&*cached.doc).into_response();
     response.headers_mut().insert(
@@ -156,16 +156,9 @@ pub async fn forward_call(
     let path_and_query = upstream_path(&upstream.upstream_prefix, request.uri());
     proxy::forward(state, upstream, call, &path_and_query, request)
         .await
-        .map_err(|error| told(upstream, error))
-}
-
-/// `error` as the caller is told it, naming the workflow instead of its
-/// host's address. The address and root cause are logged here, once, since
-/// the caller's `detail` leaves them out.
-fn told(upstream: &Upstream, error: GatewayError) -> GatewayError {
-    // The host's address and the cause reach the access line through the
-    // response (`error::FailureCause`): one log line per failed request.
-    error.for_workflow(&upstream.config.id)
+        // Named by its workflow; the host's address and the cause reach
+        // the access line through the response (`error::FailureCause`).
+        .map_err(|error| error.for_workflow(&upstream.config.id))
 }
 
 /// The configured workflow with gateway id `id`.
