@@ -14,11 +14,10 @@
 //! they are not on the public listener. Admin traffic is a scrape every few
 //! seconds, so this is a plain axum `Router` served by hyper-util's
 //! HTTP/1.1-or-h2c connection builder, not the public listener's tuned path.
-//! Each connection must start sending within `header_read_timeout`
-//! (`[server]`), and an HTTP/1.1 head must be complete within it. An h2c
-//! client that stalls inside its 24-byte preface has no timer (hyper-util's
-//! protocol sniff keeps none); what bounds it, and any other misbehaving
-//! client on this port, is [`MAX_CONNECTIONS`], so they cannot eat the
+//! Connections are served as the public listener's are
+//! (`server::connection`: the first request within `header_read_timeout`,
+//! idle ones closed, writes bounded), and at most [`MAX_CONNECTIONS`] are
+//! open at once, so a misbehaving client on this port cannot eat the
 //! descriptors the public listener needs.
 
 pub mod metrics;
@@ -35,15 +34,15 @@ use axum::http::HeaderValue;
 use axum::http::header::ALLOW;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ConnectionLimits;
 use crate::error::GatewayError;
 use crate::routes::health;
+use crate::server::connection;
 use crate::state::SharedState;
 
 /// Admin connections open at once; a new one beyond it is closed at once.
@@ -88,37 +87,38 @@ pub fn router(state: SharedState) -> Router {
 
 /// Serves the admin routes on `listener` until `stop` is cancelled; then
 /// closes the listener, lets open connections finish the response in
-/// flight (for at most a few seconds) and returns.
+/// flight (for at most a few seconds) and returns. Each connection is the
+/// public listener's (`server::connection`), with its limits and timers,
+/// at most [`MAX_CONNECTIONS`] at once.
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    let header_read_timeout = state.server.limits.header_read_timeout;
-    let service = TowerToHyperService::new(router(state));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let limits = ConnectionLimits {
+        max_connections: MAX_CONNECTIONS,
+        ..state.server.limits.clone()
+    };
+    let settings = Arc::new(connection::Settings::new(&limits));
+    // Counted nowhere: the public listener's gauge is for callers.
+    let limiter = connection::ConnectionLimiter::new(MAX_CONNECTIONS, Gauge::default());
+    let router = router(state);
     let mut connections = JoinSet::new();
     while let Some(stream) = crate::server::next_connection(&listener, &stop).await {
         while connections.try_join_next().is_some() {}
-        if connections.len() >= MAX_CONNECTIONS {
+        let Some(slot) = limiter.try_take() else {
             tracing::warn!(
                 limit = MAX_CONNECTIONS,
                 "admin connection limit reached; connection closed"
             );
             continue;
-        }
-        connections.spawn(serve_connection(
+        };
+        connections.spawn(connection::serve(
             stream,
-            builder.clone(),
-            service.clone(),
-            header_read_timeout,
+            router.clone(),
+            settings.clone(),
             stop.clone(),
+            slot,
         ));
     }
     drop(listener);
@@ -128,41 +128,6 @@ pub async fn serve(
     }
     // Dropping the set aborts whatever is left.
     Ok(())
-}
-
-/// Serves one admin connection; on `stop` it finishes the response in
-/// flight and closes.
-async fn serve_connection(
-    stream: TcpStream,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    service: TowerToHyperService<Router>,
-    header_read_timeout: Duration,
-    stop: CancellationToken,
-) {
-    // hyper's timer covers an HTTP/1.1 head, not the protocol sniff before
-    // it: a connection that sends no byte in time is closed here. (A peek,
-    // not `readable()`, which may wake on a socket with nothing to read.)
-    let mut first = [0u8; 1];
-    tokio::select! {
-        () = stop.cancelled() => return,
-        peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
-            if !matches!(peeked, Ok(Ok(1..))) {
-                return;
-            }
-        }
-    }
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "admin connection ended with an error");
-    }
 }
 
 /// An admin listener running on its own task; stopped by [`Admin::stop`],

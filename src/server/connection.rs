@@ -41,7 +41,6 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::config::ConnectionLimits;
-use crate::layers::App;
 
 /// How connections are served: hyper's settings and the limits above them.
 pub struct Settings {
@@ -72,12 +71,34 @@ impl Settings {
     }
 }
 
+/// What a connection serves: the app (`crate::layers::App`), or the admin
+/// routes.
+pub trait ConnectionService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves one caller connection until it closes, fails, breaks a limit, or
 /// `stop` finds it (a request in flight, stream included, is finished
 /// first). The slot is released when it ends.
-pub async fn serve(
+pub async fn serve<S: ConnectionService>(
     stream: TcpStream,
-    app: App,
+    app: S,
     settings: Arc<Settings>,
     stop: CancellationToken,
     slot: ConnectionSlot,
@@ -239,15 +260,15 @@ impl Drop for RequestGuard {
 /// The app as one connection sees it: hyper's request body handed on as
 /// the app's, and every request counted in [`Activity`].
 #[derive(Clone)]
-struct PerConnection {
-    app: App,
+struct PerConnection<S> {
+    app: S,
     activity: Arc<Activity>,
 }
 
-impl Service<Request<Incoming>> for PerConnection {
+impl<S: ConnectionService> Service<Request<Incoming>> for PerConnection<S> {
     type Response = Response<GuardedBody>;
     type Error = Infallible;
-    type Future = Guarded<<App as Service<Request<Body>>>::Future>;
+    type Future = Guarded<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.app.poll_ready(cx)
