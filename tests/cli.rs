@@ -71,6 +71,31 @@ fn each_bad_config_names_file_line_and_key() {
             "FILE:2:14: `server.config_ttl`",
         ),
         ("[server\n".to_owned(), "FILE:1:"),
+        // The connection limits and the host transport.
+        (
+            "[server]\nmax_header_bytes = 100\n".to_owned(),
+            "FILE:2:20: `server.max_header_bytes`: must be a whole number from 8192 to",
+        ),
+        (
+            "[server]\nmax_connections = 0\n".to_owned(),
+            "FILE:2:19: `server.max_connections`: must be a whole number from 1 to",
+        ),
+        (
+            "[server]\nwrite_timeout = -1\n".to_owned(),
+            "FILE:2:17: `server.write_timeout`: must be a positive number",
+        ),
+        (
+            "[server]\nupstream_ca_file = \"/nonexistent/ca.pem\"\n".to_owned(),
+            "FILE:2:20: `server.upstream_ca_file`: cannot read `/nonexistent/ca.pem`",
+        ),
+        (
+            "[server]\nupstream_ca_file = \"Cargo.toml\"\n".to_owned(),
+            "FILE:2:20: `server.upstream_ca_file`: `Cargo.toml` holds no PEM certificate",
+        ),
+        (
+            "[admin]\nlisten = \"anywhere\"\n".to_owned(),
+            "FILE:2:10: `admin.listen`: `anywhere` is not an IP:port address",
+        ),
         // Type errors in an operator's words, not Rust's.
         (
             format!("{wf}timeout = \"ten\"\n"),

@@ -23,16 +23,18 @@ async fn ready_status(gw: &GatewayProcess) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-#[tokio::test]
-async fn sigterm_drains_an_open_stream_then_exits_zero() {
-    let host = MockHost::start("h").await;
+/// The binary in front of `host`'s workflow `story`, with these drain
+/// settings.
+fn gateway(host: &MockHost, grace: &str, deadline: &str) -> GatewayProcess {
     let toml = format!(
-        "drain_grace = 0.5\ndrain_timeout = 60\n{}",
+        "drain_grace = {grace}\ndrain_timeout = {deadline}\n{}",
         workflow("story", &host.url, "story")
     );
-    let mut gw = GatewayProcess::spawn(&toml, &[]);
-    assert_eq!(ready_status(&gw).await, Some(200));
+    GatewayProcess::spawn(&toml, &[])
+}
 
+/// A streamed run through `gw`, open once its first event arrived.
+async fn open_stream(gw: &GatewayProcess, host: &MockHost) -> (StreamControl, reqwest::Response) {
     let stream = host.stream();
     stream.send(STARTED).await;
     let mut r = client()
@@ -42,6 +44,16 @@ async fn sigterm_drains_an_open_stream_then_exits_zero() {
         .await
         .unwrap();
     assert_eq!(next_chunk(&mut r).await.unwrap(), STARTED.as_bytes());
+    (stream, r)
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_open_stream_then_exits_zero() {
+    let host = MockHost::start("h").await;
+    let mut gw = gateway(&host, "0.5", "60");
+    assert_eq!(ready_status(&gw).await, Some(200));
+
+    let (stream, mut r) = open_stream(&gw, &host).await;
 
     gw.terminate();
     eventually("/ready answers 503 while draining", || async {
@@ -120,11 +132,7 @@ async fn a_stream_open_at_the_drain_deadline_is_ended_and_its_run_cancelled() {
 async fn ctrl_c_with_nothing_in_flight_exits_at_once() {
     let host = MockHost::start("h").await;
     // A grace the test could not wait out: only skipping it passes.
-    let toml = format!(
-        "drain_grace = 3600\ndrain_timeout = 3600\n{}",
-        workflow("story", &host.url, "story")
-    );
-    let mut gw = GatewayProcess::spawn(&toml, &[]);
+    let mut gw = gateway(&host, "3600", "3600");
     assert_eq!(ready_status(&gw).await, Some(200));
     gw.interrupt();
     assert_eq!(gw.exit_code(Duration::from_secs(60)).await, Some(0));
@@ -133,20 +141,8 @@ async fn ctrl_c_with_nothing_in_flight_exits_at_once() {
 #[tokio::test]
 async fn a_second_signal_ends_the_drain_at_once_and_exits_non_zero() {
     let host = MockHost::start("h").await;
-    let toml = format!(
-        "drain_grace = 3600\ndrain_timeout = 3600\n{}",
-        workflow("story", &host.url, "story")
-    );
-    let mut gw = GatewayProcess::spawn(&toml, &[]);
-    let stream = host.stream();
-    stream.send(STARTED).await;
-    let mut r = client()
-        .post(gw.url("/workflows/story/runs"))
-        .form(&[("message", "go")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(next_chunk(&mut r).await.unwrap(), STARTED.as_bytes());
+    let mut gw = gateway(&host, "3600", "3600");
+    let (_stream, r) = open_stream(&gw, &host).await;
     // A stream is in flight: Ctrl-C drains, and /ready says so.
     gw.interrupt();
     let gw_ref = &gw;
