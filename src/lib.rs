@@ -17,6 +17,7 @@
 //!   mapping the gateway's own upstream calls go through.
 //! - [`error`]: the one request-path error type and its `{"detail": ...}` body.
 //! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
+//! - [`reload`]: SIGHUP and config file changes swap in a new set of workflows and hosts.
 //! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.
 //! - [`demo`]: `agentos-gateway demo`, the gateway in front of two embedded hosts.
 //! - [`admin`]: the operators' listener, on a port of its own: Prometheus `/metrics`,
@@ -31,6 +32,7 @@ pub mod fakehost;
 pub mod layers;
 pub mod observability;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sharded;

@@ -317,8 +317,10 @@ fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
         .as_ref()
         .map(|m| m.id(path))
         .filter(|id| !id.is_empty())
-        .and_then(|id| state.upstreams.get(&id));
-    let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
+        .and_then(|id| state.upstreams().get(&id).cloned());
+    let cache = upstream
+        .as_ref()
+        .map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }
 

@@ -315,7 +315,6 @@ impl OwnerLearning {
         self.scanner.feed(chunk);
         if let Some(run_id) = &self.scanner.ids().run_id {
             self.state
-                .upstreams
                 .owners
                 .record(&self.workflow, run_id, in_flight.replica());
         }

@@ -132,7 +132,7 @@ pub async fn forward(
     if let Some((run_id, fan_out)) = owned_run
         && several
     {
-        if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
+        if let Some(owner) = state.owners.get(&upstream.config.id, run_id) {
             let in_flight = owner.begin_unbounded();
             let body = declared_body.then(|| {
                 body::HeldBody::new(body).for_attempt(caller.form.as_ref(), None, declared_len)
@@ -164,7 +164,6 @@ pub async fn forward(
             .map_err(|e| GatewayError::from(upstream.group.unavailable(e)))?;
         if let Some(run_id) = &assign_run_id {
             state
-                .upstreams
                 .owners
                 .record(&upstream.config.id, run_id, in_flight.replica());
         }

@@ -20,7 +20,8 @@ const DB_DOMAINS: &[&str] = &[
 pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
     let caller = headers.get(header::AUTHORIZATION);
-    let host_fetches = state.upstreams.groups().iter().map(|group| async move {
+    let upstreams = state.upstreams();
+    let host_fetches = upstreams.groups().iter().map(|group| async move {
         match state.cache.host_config(group, refresh, caller).await {
             Ok(cached) => Some(cached.doc),
             Err(error) if refuses_caller(&error) => {

@@ -45,8 +45,8 @@ pub async fn list(state: &SharedState, headers: &HeaderMap) -> Json<Vec<Value>> 
 
 /// The summaries of the workflows `caller` may see, fetched concurrently.
 pub async fn summaries(state: &SharedState, caller: Option<&HeaderValue>) -> Vec<Value> {
-    let fetches = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let fetches = upstreams
         .workflows()
         .iter()
         .map(|upstream| summary_of(state, upstream, caller));
@@ -122,7 +122,7 @@ pub async fn detail(
     let mut refresh = wants_fresh(request.headers());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "version" => return forward_call(state, upstream, Call::Other, request).await,
+            "version" => return forward_call(state, &upstream, Call::Other, request).await,
             "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
             _ => {}
         }
@@ -130,7 +130,7 @@ pub async fn detail(
     let caller = request.headers().get(header::AUTHORIZATION);
     let cached = state
         .cache
-        .workflow(upstream, refresh, caller)
+        .workflow(&upstream, refresh, caller)
         .await
         .map_err(|error| {
             state.note_upstream_error(&upstream.group, &error);
@@ -162,10 +162,11 @@ pub async fn forward_call(
 }
 
 /// The configured workflow with gateway id `id`.
-pub fn upstream<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {
+pub fn upstream(state: &SharedState, id: &str) -> Result<Arc<Upstream>, GatewayError> {
     state
-        .upstreams
+        .upstreams()
         .get(id)
+        .cloned()
         .ok_or(GatewayError::WorkflowNotFound)
 }
 

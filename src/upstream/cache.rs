@@ -49,12 +49,15 @@ enum Credential {
     Caller(u128),
 }
 
+/// What a cached document is, by whose credential. The generation changes
+/// when a reload changes the entry's definition (another host, another
+/// remote id), so an old document never answers for the new one.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
     /// A workflow's document, by gateway id.
-    Workflow(String, Credential),
+    Workflow(String, u64, Credential),
     /// A host group's `/config`, by group name.
-    HostConfig(String, Credential),
+    HostConfig(String, u64, Credential),
 }
 
 /// Where a cached answer came from; sent to callers as `X-Gateway-Cache`.
@@ -159,7 +162,7 @@ impl ConfigCache {
             }
             Ok(Arc::new(doc))
         };
-        let key = CacheKey::Workflow(upstream.config.id.clone(), credential);
+        let key = CacheKey::Workflow(upstream.config.id.clone(), upstream.generation, credential);
         self.get_or_fetch(key, upstream.config.config_ttl, refresh, fetch)
             .await
     }
@@ -181,7 +184,7 @@ impl ConfigCache {
             });
             doc.await.map(Arc::new)
         };
-        let key = CacheKey::HostConfig(group.name().to_owned(), credential);
+        let key = CacheKey::HostConfig(group.name().to_owned(), group.generation, credential);
         self.get_or_fetch(key, group.config_ttl, refresh, fetch)
             .await
     }
