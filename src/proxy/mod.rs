@@ -15,6 +15,7 @@
 //! cancel and run look-ups fan out to every replica.
 
 mod body;
+pub mod resolve;
 pub mod run_ids;
 mod sse;
 pub mod transport;
