@@ -33,7 +33,7 @@ echo "== Dockerfile and Kubernetes manifests"
 if [ -d tests/compat ]; then
   echo "== compatibility suite (agno $(grep -i '^agno==' tests/compat/requirements.txt | cut -d= -f3))"
   # The Rust RemoteWorkflow's side of the client-against-client comparison.
-  cargo build --release --locked --example compat_probe
+  cargo build --release --locked -p agentos-client --example compat_probe
   AGENTOS_GATEWAY_BIN="$PWD/target/release/agentos-gateway" "$venv/bin/python" -m pytest tests/compat -q -rfEs
 fi
 echo "== benchmark smoke (full run: see BENCHMARKS.md)"

@@ -41,7 +41,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{AttemptBody, CallerBodyError};
-use crate::client::{ClientError, UnavailablePhase, root_cause};
+use crate::client::{ClientError, UnavailablePhase};
 use crate::sharded::Sharded;
 
 /// Idle pooled connections kept per replica, at most.
@@ -276,6 +276,18 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
         return Err("a Transfer-Encoding other than chunked");
     }
     Ok(())
+}
+
+/// The innermost message of an error chain: "connection reset by peer"
+/// rather than "error sending request".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = s.to_string();
+        source = s.source();
+    }
+    message
 }
 
 /// The first error of type `E` in `error`'s source chain.

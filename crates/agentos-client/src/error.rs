@@ -7,7 +7,7 @@
 //! split is one enum: [`ClientError::RemoteServerUnavailable`] (with the phase
 //! that failed in [`UnavailablePhase`]), [`ClientError::Status`] (carrying the
 //! AgentOS `detail`), [`ClientError::Decode`] and [`ClientError::Transport`].
-//! The gateway maps each to a status code in `crate::error`; library users
+//! agentos-gateway maps each to a status code in its `error` module; library users
 //! match on the variants.
 
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub enum UnavailablePhase {
 /// A failed call to an AgentOS host.
 ///
 /// ```
-/// use agentos_gateway::client::{ClientError, UnavailablePhase};
+/// use agentos_client::{ClientError, UnavailablePhase};
 ///
 /// let e = ClientError::RemoteServerUnavailable {
 ///     base_url: "http://127.0.0.1:7777".into(),
@@ -208,7 +208,7 @@ impl ClientError {
 /// The AgentOS `detail` string of an error body, or the body itself.
 ///
 /// ```
-/// use agentos_gateway::client::detail_of;
+/// use agentos_client::detail_of;
 /// assert_eq!(detail_of(br#"{"detail":"Workflow not found"}"#), "Workflow not found");
 /// assert_eq!(detail_of(b"Bad Gateway"), "Bad Gateway");
 /// ```
