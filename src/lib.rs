@@ -16,7 +16,9 @@
 //! - [`client`]: the `agentos-client` crate (`crates/agentos-client`), re-exported: the Rust
 //!   `RemoteWorkflow` library, and the per-host HTTP client and error mapping the gateway's
 //!   metadata calls go through. It has no server-side dependencies of its own.
-//! - [`error`]: the one request-path error type and its `{"detail": ...}` body.
+//! - [`error`]: the one request-path error type and its `{"detail": ...}` body, and
+//!   `UpstreamError`: a host's `ClientError` or the gateway's own reasons (no replica free,
+//!   the caller's body failed) a call to a host group ends with.
 //! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
 //! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.
 //! - [`demo`]: `agentos-gateway demo`, the gateway in front of two embedded hosts.

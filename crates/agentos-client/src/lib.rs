@@ -406,9 +406,6 @@ impl AgentOsClient {
     /// Maps a reqwest failure to the phase it happened in.
     pub fn classify(&self, e: &reqwest::Error, timeout: Duration) -> ClientError {
         let base_url = self.base_url.clone();
-        if has_source::<http_body_util::LengthLimitError>(e) {
-            return ClientError::BodyTooLarge;
-        }
         if e.is_connect() {
             let phase = if e.is_timeout() || has_source::<tokio::time::error::Elapsed>(e) {
                 UnavailablePhase::ConnectTimeout {
