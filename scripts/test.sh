@@ -22,8 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+echo "== cargo doc (the gateway and the agentos-client crate)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet -p agentos-gateway -p agentos-client
 echo "== release build"
 cargo build --release --locked
 echo "== cargo test (tests that run the binary, the adversarial suite among them, run the release build)"
