@@ -10,9 +10,8 @@ use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::ClientError;
 use crate::config::{Config, ServerConfig};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::observability::metrics::Metrics;
 use crate::reload::ReloadStatus;
 use crate::upstream::cache::ConfigCache;
@@ -123,7 +122,7 @@ impl AppState {
     }
 
     /// Counts a failed metadata or cancel call to `group`.
-    pub fn note_upstream_error(&self, group: &HostGroup, error: &ClientError) {
+    pub fn note_upstream_error(&self, group: &HostGroup, error: &UpstreamError) {
         let kind = GatewayError::from(error.clone()).kind();
         self.metrics.upstream_error(group.name(), kind);
     }

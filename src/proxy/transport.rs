@@ -43,6 +43,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::{AttemptBody, CallerBodyError};
 use super::resolve::{DnsError, Resolver};
 use crate::client::{ClientError, UnavailablePhase, root_cause};
+use crate::error::UpstreamError;
 use crate::sharded::Sharded;
 
 /// Idle pooled connections kept per replica, at most.
@@ -196,7 +197,7 @@ impl Transport {
         path_and_query: &str,
         mut headers: HeaderMap,
         body: AttemptBody,
-    ) -> Result<Response<HostBody>, ClientError> {
+    ) -> Result<Response<HostBody>, UpstreamError> {
         let target = if self.prefix.is_empty() {
             PathAndQuery::try_from(path_and_query)
         } else {
@@ -237,7 +238,7 @@ impl Transport {
     /// Maps a failed exchange to its phase: connect (nothing was sent), the
     /// caller's own body failing (the caller's fault, not the host's), or a
     /// broken connection or message.
-    fn classify(&self, error: &hyper_util::client::legacy::Error) -> ClientError {
+    fn classify(&self, error: &hyper_util::client::legacy::Error) -> UpstreamError {
         if let Some(caller) = find::<CallerBodyError>(error) {
             return caller.into();
         }
@@ -260,9 +261,10 @@ impl Transport {
             return ClientError::RemoteServerUnavailable {
                 base_url: self.base_url.to_string(),
                 phase,
-            };
+            }
+            .into();
         }
-        self.transport_error(reason)
+        self.transport_error(reason).into()
     }
 }
 

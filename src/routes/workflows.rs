@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::client::ClientError;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::proxy::{self, Call};
 use crate::state::SharedState;
 use crate::upstream::Upstream;
@@ -89,10 +89,10 @@ async fn summary_of(
 
 /// Whether the host answered 401 or 403: the caller may not see this, which
 /// is an everyday answer rather than a host failure worth a warning.
-pub(super) fn refuses_caller(error: &ClientError) -> bool {
+pub(super) fn refuses_caller(error: &UpstreamError) -> bool {
     matches!(
         error,
-        ClientError::Status { status, .. }
+        UpstreamError::Host(ClientError::Status { status, .. })
             if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
     )
 }

@@ -28,9 +28,9 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::{HostGroup, Upstream, is_host_failure};
-use crate::client::ClientError;
 use crate::client::cache::{Lookup, TtlCache};
 use crate::config::Secret;
+use crate::error::UpstreamError;
 
 /// Most fresh entries held. Callers' credentials are keys, so callers decide
 /// how many there are: the bound is what keeps that in check.
@@ -143,7 +143,7 @@ impl ConfigCache {
         upstream: &Upstream,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         let (credential, authorization) =
             self.credential(caller, upstream.config.auth_token.as_ref());
         let authorization = authorization.as_deref();
@@ -174,7 +174,7 @@ impl ConfigCache {
         group: &HostGroup,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         let (credential, authorization) = self.credential(caller, group.metadata_token.as_ref());
         let authorization = authorization.as_deref();
         let timeout = self.fetch_timeout;
@@ -216,8 +216,8 @@ impl ConfigCache {
         key: CacheKey,
         ttl: Duration,
         refresh: bool,
-        fetch: impl Future<Output = Result<Arc<Value>, ClientError>>,
-    ) -> Result<Cached, ClientError> {
+        fetch: impl Future<Output = Result<Arc<Value>, UpstreamError>>,
+    ) -> Result<Cached, UpstreamError> {
         if refresh {
             self.fresh.invalidate(&key).await;
         }
@@ -238,11 +238,11 @@ impl ConfigCache {
                 Ok(Cached { doc, freshness })
             }
             Err(error) => {
-                let error = ClientError::clone(&error);
+                let error = UpstreamError::clone(&error);
                 // A host that answers "not found" or "unauthorised" is not
                 // down: its answer stands. Only unreachability falls back.
                 let host_down =
-                    is_host_failure(&error) || matches!(error, ClientError::Unavailable { .. });
+                    is_host_failure(&error) || matches!(error, UpstreamError::NoReplica { .. });
                 let stale = host_down.then(|| self.last_good.get(&key)).flatten();
                 match stale {
                     Some(doc) => {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{AgentOsClient, ClientError};
 use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
+use crate::error::UpstreamError;
 use crate::observability::metrics::RouteMetricsCache;
 use crate::proxy::transport::{Transport, TransportSettings, host_tls};
 use replica::{Replica, ReplicaSet};
@@ -81,13 +82,15 @@ impl HostGroup {
     /// Runs an idempotent call (a metadata `GET`) on one replica, and on the
     /// next one once if the first fails as a host. Results feed the
     /// replicas' passive health.
-    pub async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
     where
         F: Fn(AgentOsClient) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let first = self.replicas.pick(&[]).map_err(|e| self.unavailable(e))?;
-        let result = call(first.replica().client.clone()).await;
+        let result = call(first.replica().client.clone())
+            .await
+            .map_err(UpstreamError::from);
         note_health(first.replica(), &result);
         match result {
             Err(error) if is_host_failure(&error) => {
@@ -95,7 +98,9 @@ impl HostGroup {
                     return Err(error);
                 };
                 drop(first);
-                let result = call(second.replica().client.clone()).await;
+                let result = call(second.replica().client.clone())
+                    .await
+                    .map_err(UpstreamError::from);
                 note_health(second.replica(), &result);
                 result
             }
@@ -104,8 +109,8 @@ impl HostGroup {
     }
 
     /// The error for "no replica can take this".
-    pub fn unavailable(&self, error: replica::PickError) -> ClientError {
-        ClientError::Unavailable {
+    pub fn unavailable(&self, error: replica::PickError) -> UpstreamError {
+        UpstreamError::NoReplica {
             group: self.name().to_owned(),
             reason: match error {
                 replica::PickError::NoReplicas => "no replicas are known".to_owned(),
@@ -119,17 +124,20 @@ impl HostGroup {
 }
 
 /// Whether `error` says the replica is unhealthy (as opposed to the request
-/// being wrong): connect failures, timeouts, broken connections and 5xx.
-pub fn is_host_failure(error: &ClientError) -> bool {
+/// being wrong, or no replica being free): connect failures, timeouts, broken
+/// connections and 5xx.
+pub fn is_host_failure(error: &UpstreamError) -> bool {
     match error {
-        ClientError::Status { status, .. } => status.is_server_error(),
-        ClientError::Decode { .. } | ClientError::BodyTooLarge => false,
-        ClientError::Unavailable { .. } => false,
-        _ => true,
+        UpstreamError::Host(ClientError::Status { status, .. }) => status.is_server_error(),
+        UpstreamError::Host(ClientError::Decode { .. }) => false,
+        UpstreamError::Host(_) => true,
+        UpstreamError::NoReplica { .. }
+        | UpstreamError::BodyTooLarge
+        | UpstreamError::RequestBody { .. } => false,
     }
 }
 
-fn note_health<T>(replica: &Replica, result: &Result<T, ClientError>) {
+fn note_health<T>(replica: &Replica, result: &Result<T, UpstreamError>) {
     match result {
         Err(error) if is_host_failure(error) => replica.record_failure(&error.to_string()),
         _ => replica.record_success(),
