@@ -94,7 +94,34 @@ pub struct Config {
     /// per distinct `base_url`/`base_urls` of a workflow.
     pub host_groups: Vec<HostGroupConfig>,
     pub workflows: Vec<WorkflowConfig>,
+    pub tracing: TracingConfig,
 }
+
+/// The `[tracing]` table: W3C trace context and the optional OTLP export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP collector's base URL (spans go to `/v1/traces` under
+    /// it); `None` turns the export off.
+    pub otlp_endpoint: Option<Url>,
+    /// The `service.name` the spans are exported under.
+    pub service_name: String,
+    /// Share of new traces (requests without a valid `traceparent`) marked
+    /// sampled; a caller's own decision is always passed on.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+/// The `service.name` of exported spans by default.
+pub const DEFAULT_SERVICE_NAME: &str = "agentos-gateway";
 
 /// Replicas that serve the same workflows, and how they are watched.
 #[derive(Debug, Clone, PartialEq)]
@@ -295,6 +322,16 @@ struct RawConfig {
     host_groups: Vec<Spanned<RawHostGroup>>,
     #[serde(default)]
     workflows: Vec<Spanned<RawWorkflow>>,
+    #[serde(default)]
+    tracing: RawTracing,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTracing {
+    otlp_endpoint: Option<Spanned<String>>,
+    service_name: Option<Spanned<String>>,
+    sample_ratio: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -1008,7 +1045,49 @@ fn validate(
         admin,
         host_groups,
         workflows,
+        tracing: tracing_table(&raw.tracing, locate)?,
     })
+}
+
+/// The `[tracing]` table.
+fn tracing_table(raw: &RawTracing, locate: &Locator) -> Result<TracingConfig, ConfigError> {
+    let mut config = TracingConfig::default();
+    if let Some(v) = &raw.otlp_endpoint {
+        let text = v.get_ref().trim();
+        if !text.is_empty() {
+            let url = Url::parse(text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| {
+                    locate.error(
+                        v.span(),
+                        "tracing.otlp_endpoint",
+                        format!(
+                            "`{text}` is not a collector URL like http://collector:4318 (\"\" turns the export off)"
+                        ),
+                    )
+                })?;
+            config.otlp_endpoint = Some(url);
+        }
+    }
+    if let Some(v) = &raw.service_name {
+        if v.get_ref().trim().is_empty() {
+            return Err(locate.error(v.span(), "tracing.service_name", "must not be empty"));
+        }
+        config.service_name = v.get_ref().clone();
+    }
+    if let Some(v) = &raw.sample_ratio {
+        let ratio = *v.get_ref();
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(locate.error(
+                v.span(),
+                "tracing.sample_ratio",
+                format!("must be a number from 0 to 1, got {ratio}"),
+            ));
+        }
+        config.sample_ratio = ratio;
+    }
+    Ok(config)
 }
 
 /// A `[server]` duration: its key, and its default in seconds.
@@ -1545,5 +1624,51 @@ host_group = "k8s"
             e.starts_with("gw.toml:2:") && e.contains("`server.timeout`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_tracing_table_is_off_by_default_and_validated() {
+        let wf = "[[workflows]]\nid = \"w\"\nbase_url = \"http://h\"\n";
+        let c = parse(wf).unwrap();
+        assert_eq!(c.tracing, TracingConfig::default());
+        assert!(c.tracing.otlp_endpoint.is_none());
+        let c = parse(&format!(
+            "[tracing]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"edge\"\nsample_ratio = 0.5\n{wf}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.tracing.otlp_endpoint.as_ref().map(Url::as_str),
+            Some("http://collector:4318/")
+        );
+        assert_eq!(
+            (c.tracing.service_name.as_str(), c.tracing.sample_ratio),
+            ("edge", 0.5)
+        );
+        assert!(
+            parse(&format!("[tracing]\notlp_endpoint = \"\"\n{wf}"))
+                .unwrap()
+                .tracing
+                .otlp_endpoint
+                .is_none()
+        );
+        let e = err(&format!(
+            "[tracing]\notlp_endpoint = \"collector:4318\"\n{wf}"
+        ));
+        assert!(
+            e.starts_with("gw.toml:2:17: `tracing.otlp_endpoint`"),
+            "{e}"
+        );
+        let e = err(&format!("[tracing]\nsample_ratio = 1.5\n{wf}"));
+        assert!(
+            e.starts_with("gw.toml:2:16: `tracing.sample_ratio`: must be a number from 0 to 1"),
+            "{e}"
+        );
+        let e = err(&format!("[tracing]\nservice_name = \" \"\n{wf}"));
+        assert!(
+            e.contains("`tracing.service_name`: must not be empty"),
+            "{e}"
+        );
+        let e = err(&format!("[tracing]\notlp_endpont = \"http://c\"\n{wf}"));
+        assert!(e.contains("`tracing.otlp_endpont`: unknown field"), "{e}");
     }
 }

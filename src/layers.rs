@@ -1,8 +1,10 @@
 //! Cross-cutting concerns as tower layers, applied once around every route:
-//! trailing-slash normalisation, CORS, and the access layer
-//! (`observability::access`: request ids, the tracing span, the access log
-//! and request metrics, the framing rules of [`HeadFraming`], the request
-//! body limit). Handlers never repeat any of this.
+//! trailing-slash normalisation, CORS, W3C trace context
+//! (`observability::trace`: the caller's `traceparent`, the gateway's span
+//! id) and the access layer (`observability::access`: request ids, the
+//! tracing span, the access log and request metrics, the framing rules of
+//! [`HeadFraming`], the request body limit). Handlers never repeat any of
+//! this.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -19,6 +21,7 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::ServerConfig;
 use crate::observability::access::{Access, AccessLayer};
+use crate::observability::trace::{Trace, TraceLayer};
 use crate::routes::Routes;
 use crate::state::SharedState;
 
@@ -81,13 +84,15 @@ impl HeadFraming {
 /// What the listener serves: the routes inside every layer.
 pub type App = NormalizePath<OriginGatedCors>;
 
-/// The routes inside the access layer.
-type Logged = Access<Routes>;
+/// The routes inside the access layer, inside the trace layer (which
+/// leaves the trace context the access layer logs).
+type Logged = Trace<Access<Routes>>;
 
 /// Wraps `routes` in every layer.
 pub fn apply(routes: Routes, state: &SharedState) -> App {
     let server = &state.server;
     let routes = AccessLayer::new(state.clone(), server.max_body_bytes).layer(routes);
+    let routes = TraceLayer::new(state.tracing.sample_ratio).layer(routes);
     let gated = OriginGatedCors {
         cors: cors(server).layer(routes.clone()),
         plain: routes,

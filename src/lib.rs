@@ -7,8 +7,10 @@
 //! - [`config`]: the TOML schema, defaults and start-up validation.
 //! - [`server`]: serving the app on a bound listener (hyper frames every
 //!   connection, within the connection limits), and shutdown signals.
-//! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
-//! - [`observability`]: Prometheus metrics and the access log layer.
+//! - [`layers`]: request ids, tracing, trace context, access log, body limit, CORS: tower
+//!   layers around every route.
+//! - [`observability`]: Prometheus metrics, the access log layer, the W3C trace context
+//!   layer and the optional OTLP export of the gateway's spans.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
 //!   resource (`health`, `config`, `workflows`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.

@@ -135,7 +135,13 @@ async fn serve(path: PathBuf, config: Config, source: String) -> std::io::Result
         "agentos-gateway ready"
     );
     let signals = server::signals(state.hurry.clone());
-    server::serve(listener, state, signals).await
+    let served = server::serve(listener, state.clone(), signals).await;
+    // The last spans (the drained requests') go to the collector before
+    // the process exits; the flush blocks, so off the runtime's threads.
+    if let Some(exporter) = state.tracing.exporter.clone() {
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
+    served
 }
 
 /// Binds and spawns the admin listener (`[admin] listen`), or logs that it

@@ -11,8 +11,8 @@
 //! counted in `agentos_gateway_config_reloads_total{result="error"}` and
 //! shown by the admin listener's `GET /gateway/config`.
 //!
-//! `[server]` and `[admin]` (listen addresses, connection limits, timeouts
-//! of the listener) are read at start: a reload that changes them applies
+//! `[server]`, `[admin]` and `[tracing]` (listen addresses, connection
+//! limits, timeouts of the listener, the span exporter) are read at start: a reload that changes them applies
 //! everything else and says that those tables wait for a restart.
 //!
 //! The file is watched through its directory, which is how a Kubernetes
@@ -231,6 +231,10 @@ fn restart_only_changes(started: &Config, next: &Config) -> Vec<&'static str> {
     }
     if started.admin != next.admin {
         changed.push("[admin]");
+    }
+    // The exporter's thread and the sampling of the layer are set up once.
+    if started.tracing != next.tracing {
+        changed.push("[tracing]");
     }
     changed
 }

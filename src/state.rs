@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ServerConfig};
 use crate::error::{GatewayError, UpstreamError};
 use crate::observability::metrics::Metrics;
+use crate::observability::otlp::Tracing;
 use crate::reload::ReloadStatus;
 use crate::upstream::cache::ConfigCache;
 use crate::upstream::owners::RunOwners;
@@ -46,6 +47,9 @@ pub struct AppState {
     pub background: TaskTracker,
     /// When the gateway started, reported by `/health` as AgentOS does.
     pub instantiated_at: String,
+    /// Trace context sampling and the OTLP exporter; read at start, like
+    /// `server`.
+    pub tracing: Tracing,
     draining: AtomicBool,
 }
 
@@ -69,6 +73,7 @@ impl AppState {
             instantiated_at: chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.6fZ")
                 .to_string(),
+            tracing: Tracing::new(&config.tracing)?,
             draining: AtomicBool::new(false),
         }))
     }

@@ -2,7 +2,9 @@
 //! written when the response body ends (so streams are measured whole), as a
 //! tower layer around the router, together with the per-request plumbing
 //! that used to be separate layers (request id, sensitive headers, the
-//! request span, the body limit).
+//! request span, the body limit). The line names the request's trace and
+//! the gateway's span (left by `super::trace`), and a sampled request's span
+//! is handed to the OTLP exporter (`super::otlp`) when one is configured.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -20,6 +22,8 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::metrics::RouteMetrics;
+use super::otlp::FinishedRequest;
+use super::trace::{TraceContext, TraceIds};
 use crate::error::{FailureCause, GatewayError};
 use crate::layers::{HeadFraming, REQUEST_ID};
 use crate::proxy::Forwarded;
@@ -56,6 +60,11 @@ struct AccessRecord {
     forwarded: Option<Forwarded>,
     /// What failed behind an error answer (the access line says it).
     failure: Option<FailureCause>,
+    /// The request's trace and the gateway's span in it.
+    trace: Option<TraceIds>,
+    /// Set when the request's span is to be exported (sampled, and an
+    /// exporter configured).
+    export_to: Option<SharedState>,
 }
 
 impl AccessRecord {
@@ -73,12 +82,18 @@ impl AccessRecord {
         // Probes arrive every few seconds from every load balancer; keep them
         // out of the default log level.
         let quiet = matches!(labels.route, "/health" | "/ready");
+        let trace_id = self.trace.map(|t| t.trace_id_hex());
+        let span_id = self.trace.map(|t| t.span_id_hex());
+        let trace_id = trace_id.as_ref().map_or("", |t| t.as_str());
+        let span_id = span_id.as_ref().map_or("", |s| s.as_str());
         macro_rules! access {
             ($level:ident $(, $extra:ident = $value:expr)?) => {
                 tracing::$level!(
                     target: "access",
                     $($extra = $value,)?
                     request_id = self.request_id.to_str().unwrap_or(""),
+                    trace_id,
+                    span_id,
                     method = %self.method,
                     path = self.uri.path(),
                     workflow = %labels.workflow,
@@ -102,6 +117,33 @@ impl AccessRecord {
             access!(info);
         }
         self.metrics.observe_end(elapsed, self.status);
+        self.export(elapsed);
+    }
+
+    /// Hands the request's span to the exporter, if it is to be exported.
+    fn export(&self, elapsed: Duration) {
+        let (Some(state), Some(ids)) = (&self.export_to, self.trace) else {
+            return;
+        };
+        let Some(exporter) = &state.tracing.exporter else {
+            return;
+        };
+        let labels = &self.metrics.labels;
+        let upstreams = state.upstreams();
+        let upstream = upstreams.get(&labels.workflow);
+        let end = std::time::SystemTime::now();
+        exporter.export(FinishedRequest {
+            ids,
+            method: &self.method,
+            route: labels.route,
+            status: self.status,
+            start: end.checked_sub(elapsed).unwrap_or(end),
+            end,
+            workflow: &labels.workflow,
+            host_group: upstream.as_ref().map(|u| u.config.host_group.as_str()),
+            request_id: self.request_id.to_str().unwrap_or(""),
+            error: self.failure.as_ref().map(|f| f.cause.as_str()),
+        });
     }
 }
 
@@ -187,6 +229,13 @@ where
                 id
             }
         };
+        let trace = request
+            .extensions()
+            .get::<TraceContext>()
+            .map(|context| context.ids);
+        let export_to = trace
+            .filter(|ids| ids.sampled() && self.state.tracing.exporter.is_some())
+            .map(|_| self.state.clone());
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
@@ -256,6 +305,8 @@ where
                 request_id,
                 forwarded,
                 failure,
+                trace,
+                export_to,
             };
             let span = tracing::Span::current();
             Ok(response.map(|body| {

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use transport::HostBody;
 
 use crate::error::{GatewayError, UpstreamError};
+use crate::observability::trace::TraceContext;
 use crate::state::SharedState;
 use crate::upstream::replica::{InFlight, Replica};
 use crate::upstream::{Upstream, is_host_failure};
@@ -103,6 +104,13 @@ pub async fn forward(
     if facts.hop_by_hop {
         strip_hop_by_hop(&mut headers);
     }
+    // The gateway's span is the host's parent: its `traceparent` replaces
+    // the caller's on every call made for this request (fan-outs clone
+    // these headers; the gateway's own cancel takes the context along).
+    let trace = parts.extensions.remove::<TraceContext>();
+    if let Some(trace) = &trace {
+        trace.apply(&mut headers);
+    }
     // The workflow's `auth_token` goes to the host when the caller sent no
     // Authorization of its own.
     let mut bearer = facts.bearer;
@@ -122,6 +130,7 @@ pub async fn forward(
             && parts.method == Method::POST
             && urlencoded)
             .then(Arc::default),
+        trace,
     };
 
     let owned_run = match &call {
@@ -213,6 +222,8 @@ struct Caller {
     /// What a urlencoded run request said; `None` for anything the gateway
     /// cannot read as it streams (multipart), which it then never cancels.
     form: Option<Arc<body::FormFacts>>,
+    /// The request's trace context, for those cancels.
+    trace: Option<TraceContext>,
 }
 
 /// What forwarding needs from the caller's head, read in one pass over its
@@ -407,6 +418,7 @@ fn respond(
                 events: forwarded.events.insert(Arc::default()).clone(),
                 learn_owner,
                 bearer: caller.bearer.clone(),
+                trace: caller.trace.clone(),
                 // Only a run the caller started in the foreground is the
                 // gateway's to cancel; never a background run or a resume.
                 cancellable: match call {

@@ -32,6 +32,7 @@ use super::RelayItem;
 use super::body::FormFacts;
 use crate::client::ClientError;
 use crate::error::GatewayError;
+use crate::observability::trace::TraceContext;
 use crate::state::SharedState;
 use crate::upstream::Upstream;
 use crate::upstream::replica::InFlight;
@@ -48,6 +49,8 @@ pub struct RelayContext {
     pub learn_owner: bool,
     /// The credentials the run was started with, reused for its cancel.
     pub bearer: Option<Arc<str>>,
+    /// The request's trace context: the cancel is part of its trace.
+    pub trace: Option<TraceContext>,
     /// Set when the gateway may cancel the run itself: it can tell, once the
     /// request body went by, whether the caller started it in the foreground.
     pub cancellable: Option<Arc<FormFacts>>,
@@ -361,18 +364,23 @@ impl SseRelay {
         let upstream = self.ctx.upstream.clone();
         let replica = self.ctx.in_flight.replica().clone();
         let bearer = self.ctx.bearer.clone();
+        let mut headers = http::HeaderMap::new();
+        if let Some(trace) = &self.ctx.trace {
+            trace.apply(&mut headers);
+        }
         self.ctx.state.background.spawn(async move {
             // Closed never: the semaphore lives as long as the replica.
             let _slot = replica.gateway_cancels.acquire().await;
             let client = &replica.client;
             let timeout = upstream.config.first_byte_timeout.min(Duration::from_secs(10));
             let result = client
-                .cancel_workflow_run(
+                .cancel_workflow_run_with_headers(
                     &upstream.config.workflow_id,
                     &run_id,
                     session_id.as_deref(),
                     bearer.as_deref(),
                     timeout,
+                    headers,
                 )
                 .await;
             match result {
@@ -454,6 +462,7 @@ mod tests {
                 events: Arc::default(),
                 learn_owner: false,
                 bearer: None,
+                trace: None,
                 cancellable: None,
             },
         )

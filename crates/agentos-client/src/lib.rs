@@ -263,6 +263,29 @@ impl AgentOsClient {
         bearer: Option<&str>,
         timeout: Duration,
     ) -> Result<(), ClientError> {
+        let headers = http::HeaderMap::new();
+        self.cancel_workflow_run_with_headers(
+            workflow_id,
+            run_id,
+            session_id,
+            bearer,
+            timeout,
+            headers,
+        )
+        .await
+    }
+
+    /// [`cancel_workflow_run`](Self::cancel_workflow_run), with `headers`
+    /// added to the request (a gateway passes its trace context on).
+    pub async fn cancel_workflow_run_with_headers(
+        &self,
+        workflow_id: &str,
+        run_id: &str,
+        session_id: Option<&str>,
+        bearer: Option<&str>,
+        timeout: Duration,
+        headers: http::HeaderMap,
+    ) -> Result<(), ClientError> {
         let mut path = format!(
             "{}/runs/{}/cancel",
             workflow_path(workflow_id),
@@ -274,6 +297,7 @@ impl AgentOsClient {
         let mut request = self
             .http
             .post(self.url(&path))
+            .headers(headers)
             .header(http::header::CONTENT_LENGTH, "0");
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
