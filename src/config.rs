@@ -513,6 +513,11 @@ impl Locator<'_> {
                 None => key.to_owned(),
             }
         };
+        // The one number that is not a duration.
+        if key == "tracing.sample_ratio" {
+            let message = message.replace("a number of seconds", "a number from 0 to 1");
+            return self.error(span, &key, message);
+        }
         self.error(span, &key, message)
     }
 
@@ -1663,6 +1668,8 @@ host_group = "k8s"
             e.starts_with("gw.toml:2:16: `tracing.sample_ratio`: must be a number from 0 to 1"),
             "{e}"
         );
+        let e = err(&format!("[tracing]\nsample_ratio = \"all\"\n{wf}"));
+        assert!(e.contains("expected a number from 0 to 1"), "{e}");
         let e = err(&format!("[tracing]\nservice_name = \" \"\n{wf}"));
         assert!(
             e.contains("`tracing.service_name`: must not be empty"),
