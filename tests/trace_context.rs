@@ -459,7 +459,7 @@ async fn a_dead_collector_never_affects_requests() {
         let (host, gw) = single_host(&format!("[tracing]\notlp_endpoint = \"{collector}\"")).await;
         host.auto_stream(2);
         host.release();
-        for i in 0..40 {
+        for i in 0..20 {
             let got = run_with(&gw, &host, caller_headers(&[CALLER], None)).await;
             assert_eq!(parts(&traceparent_of(&got)).0, TRACE_ID, "request {i}");
             let r = client()
