@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentos_gateway::admin::Admin;
-use agentos_gateway::config::Config;
+use agentos_gateway::config::{Config, EntryKind};
 use agentos_gateway::state::{AppState, SharedState};
 use agentos_gateway::{demo, server};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -79,9 +79,11 @@ fn main() -> ExitCode {
         Command::Check => match load(cli.config.as_ref()) {
             Ok((path, config)) => {
                 println!(
-                    "{}: ok ({} workflows on {} host groups, listen {}, admin {})",
+                    "{}: ok ({} agents, {} teams, {} workflows on {} host groups, listen {}, admin {})",
                     path.display(),
-                    config.workflows.len(),
+                    config.entries_of(EntryKind::Agent).count(),
+                    config.entries_of(EntryKind::Team).count(),
+                    config.entries_of(EntryKind::Workflow).count(),
                     config.host_groups.len(),
                     config.server.listen,
                     config
@@ -110,10 +112,10 @@ fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    if config.workflows.is_empty() {
+    if config.entries.is_empty() {
         // A gateway with nothing behind it is a mistake, not a default.
         eprintln!(
-            "error: {}: exposes nothing: add a [[workflows]] entry (see config/gateway.example.toml)",
+            "error: {}: exposes nothing: add a [[workflows]], [[agents]] or [[teams]] entry (see config/gateway.example.toml)",
             path.display()
         );
         return Err(ExitCode::from(EXIT_CONFIG));
@@ -130,7 +132,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        workflows = config.workflows.len(),
+        entries = config.entries.len(),
         "agentos-gateway ready"
     );
     let signals = server::signals(state.hurry.clone());

@@ -6,7 +6,7 @@
 use axum::Json;
 use serde_json::{Value, json};
 
-use crate::config::HostSource;
+use crate::config::{EntryKind, HostSource};
 use crate::state::SharedState;
 
 pub fn status(state: &SharedState) -> Json<Value> {
@@ -21,19 +21,22 @@ pub fn status(state: &SharedState) -> Json<Value> {
                     json!({ "dns": url.as_str(), "refresh_seconds": refresh.as_secs_f64() })
                 }
             };
-            let workflows: Vec<&str> = state
-                .upstreams
-                .workflows()
-                .iter()
-                .filter(|w| w.group.name() == group.name())
-                .map(|w| w.config.id.as_str())
-                .collect();
+            let of_kind = |kind| -> Vec<&str> {
+                state
+                    .upstreams
+                    .of(kind)
+                    .filter(|w| w.group.name() == group.name())
+                    .map(|w| w.config.id.as_str())
+                    .collect()
+            };
             let replicas: Vec<_> = group.replicas.all().iter().map(|r| r.status()).collect();
             json!({
                 "name": group.name(),
                 "source": source,
                 "health_check_interval_seconds": group.config.health_check_interval.map(|d| d.as_secs_f64()),
-                "workflows": workflows,
+                "agents": of_kind(EntryKind::Agent),
+                "teams": of_kind(EntryKind::Team),
+                "workflows": of_kind(EntryKind::Workflow),
                 "replicas": replicas,
             })
         })

@@ -81,7 +81,8 @@ impl AccessRecord {
                     request_id = self.request_id.to_str().unwrap_or(""),
                     method = %self.method,
                     path = self.uri.path(),
-                    workflow = %labels.workflow,
+                    kind = labels.kind,
+                    id = %labels.id,
                     host,
                     status = self.status,
                     duration_ms,
@@ -306,18 +307,18 @@ fn limit_body(
 }
 
 /// The request metrics of the route `path` matches, labelled with the
-/// configured workflow it names, or with "" (unknown ids are not used as
+/// configured entry it names, or with "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
 fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let matched = Matched::of(path);
     let route = matched.as_ref().map(|m| m.route);
     // The id as the router decodes it, so a request is labelled with the
-    // workflow it was routed to.
-    let upstream = matched
-        .as_ref()
-        .map(|m| m.id(path))
-        .filter(|id| !id.is_empty())
-        .and_then(|id| state.upstreams.get(&id));
+    // entry it was routed to.
+    let upstream = matched.as_ref().and_then(|m| {
+        let kind = m.route.kind()?;
+        let id = m.id(path);
+        state.upstreams.get(kind, &id)
+    });
     let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }

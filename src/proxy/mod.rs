@@ -132,7 +132,12 @@ pub async fn forward(
     if let Some((run_id, fan_out)) = owned_run
         && several
     {
-        if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
+        if let Some(owner) =
+            state
+                .upstreams
+                .owners
+                .get(upstream.kind(), &upstream.config.id, run_id)
+        {
             let in_flight = owner.begin_unbounded();
             let body = declared_body.then(|| {
                 body::HeldBody::new(body).for_attempt(caller.form.as_ref(), None, declared_len)
@@ -163,10 +168,12 @@ pub async fn forward(
             .pick(&failed)
             .map_err(|e| GatewayError::from(upstream.group.unavailable(e)))?;
         if let Some(run_id) = &assign_run_id {
-            state
-                .upstreams
-                .owners
-                .record(&upstream.config.id, run_id, in_flight.replica());
+            state.upstreams.owners.record(
+                upstream.kind(),
+                &upstream.config.id,
+                run_id,
+                in_flight.replica(),
+            );
         }
         let body = held
             .as_ref()
@@ -420,7 +427,7 @@ fn respond(
     } else {
         let learning = learn_owner.then(|| body::OwnerLearning {
             state: state.clone(),
-            workflow: upstream.config.id.clone(),
+            upstream: upstream.clone(),
             scanner: run_ids::JsonIdScanner::new(),
         });
         Body::new(body::PlainBody::new(
