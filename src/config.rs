@@ -1557,6 +1557,79 @@ host_group = "k8s"
     }
 
     #[test]
+    fn agents_and_teams_share_the_workflow_schema() {
+        let c = parse(
+            "[server]\ntimeout = 9\n\n[[agents]]\nid = \"support\"\nbase_url = \"http://a\"\nagent_id = \"support-agent\"\ncancel_on_disconnect = false\nauth_token = \"${HOST_TOKEN}\"\n\n[[teams]]\nid = \"research\"\nbase_urls = [\"http://a\", \"http://b\"]\nconfig_ttl = 3\n",
+        )
+        .unwrap();
+        let agent = c.entries_of(EntryKind::Agent).next().unwrap();
+        assert_eq!(
+            (agent.id.as_str(), agent.remote_id.as_str()),
+            ("support", "support-agent")
+        );
+        assert!(!agent.cancel_on_disconnect);
+        assert_eq!(agent.timeout, Duration::from_secs(9));
+        assert_eq!(agent.auth_token.as_ref().unwrap().expose(), "tok-123");
+        let team = c.entries_of(EntryKind::Team).next().unwrap();
+        assert_eq!(team.remote_id, "research");
+        assert_eq!(team.config_ttl, Duration::from_secs(3));
+        assert_eq!(
+            c.host_group(&team.host_group).unwrap().name,
+            "http://a,http://b"
+        );
+        assert_eq!(c.entries_of(EntryKind::Workflow).count(), 0);
+    }
+
+    #[test]
+    fn ids_are_unique_per_kind_only() {
+        let c = parse(
+            "[[agents]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://h\"\n[[workflows]]\nid = \"x\"\nbase_url = \"http://h\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.entries.len(), 3);
+        // Entries of every kind naming the same URL share one group.
+        assert_eq!(c.host_groups.len(), 1);
+        let e = err(
+            "[[workflows]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://g\"\n",
+        );
+        assert!(e.starts_with("gw.toml:8:"), "{e}");
+        assert!(
+            e.contains("`teams.id`") && e.contains("duplicate id `x` (first defined on line 5)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn agent_and_team_mistakes_name_their_table() {
+        let e = err("[[agents]]\nid = \"a\"\nbase_url = \"http://h\"\nworkflow_id = \"w\"\n");
+        assert!(e.starts_with("gw.toml:4:"), "{e}");
+        assert!(
+            e.contains("`agents.workflow_id`") && e.contains("`agent_id`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\ntimeout = 0\n");
+        assert!(
+            e.starts_with("gw.toml:4:") && e.contains("`teams.timeout`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\ntimeot = 1\n");
+        assert!(
+            e.starts_with("gw.toml:4:") && e.contains("`teams.timeot`"),
+            "{e}"
+        );
+        let e = err("[[agents]]\nid = \"a b\"\nbase_url = \"http://h\"\n");
+        assert!(
+            e.starts_with("gw.toml:2:") && e.contains("`agents.id`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nhost_group = \"nope\"\n");
+        assert!(
+            e.starts_with("gw.toml:3:") && e.contains("`teams.host_group`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_url() {
         let e = err("[[workflows]]\nid = \"a\"\nbase_url = \"ftp://h\"\n");
         assert!(
