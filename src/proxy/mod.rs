@@ -396,8 +396,11 @@ fn respond(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    // Owners are worth learning only where there is a choice of replica.
-    let learn_owner = matches!(call, Call::NewRun) && upstream.group.replicas.count() > 1;
+    // Owners are worth learning only where there is a choice of replica:
+    // from a new run, and from a continue (which, with `fork=true`, goes on
+    // under a new run id on the replica that answered).
+    let learn_owner = matches!(call, Call::NewRun | Call::Run { fan_out: false, .. })
+        && upstream.group.replicas.count() > 1;
 
     let body = if is_event_stream {
         // Tell proxies in front of us not to buffer the stream (agno #10077).

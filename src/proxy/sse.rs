@@ -460,14 +460,20 @@ impl Drop for SseRelay {
 /// `{prefix}/runs/{run_id}/cancel[?session_id=...]`: the same cancel route
 /// for agents, teams and workflows under their host prefix.
 fn cancel_path(prefix: &str, run_id: &str, session_id: Option<&str>) -> String {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // Everything but RFC 3986's unreserved characters, as the client escapes.
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     let mut path = format!(
         "{prefix}/runs/{}/cancel",
-        utf8_percent_encode(run_id, NON_ALPHANUMERIC)
+        utf8_percent_encode(run_id, COMPONENT)
     );
     if let Some(session_id) = session_id {
         path.push_str("?session_id=");
-        path.push_str(&utf8_percent_encode(session_id, NON_ALPHANUMERIC).to_string());
+        path.extend(utf8_percent_encode(session_id, COMPONENT));
     }
     path
 }
@@ -599,6 +605,37 @@ mod tests {
         r.observe(b"event: StepProgress\ndata: {}\n");
         r.observe(b"\n");
         assert!(r.fail(error()).starts_with(b"event: WorkflowError\n"));
+    }
+
+    #[test]
+    fn cancels_go_to_the_entry_s_own_route() {
+        assert_eq!(
+            cancel_path("/teams/t", "r 1/x", Some("s-1")),
+            "/teams/t/runs/r%201%2Fx/cancel?session_id=s-1"
+        );
+        assert_eq!(
+            cancel_path("/agents/a", "r", None),
+            "/agents/a/runs/r/cancel"
+        );
+    }
+
+    #[test]
+    fn error_events_take_the_kind_s_name_and_fields() {
+        let ids = first_data_ids(b"event: RunStarted\ndata: {\"agent_id\":\"a\",\"agent_name\":\"A\",\"workflow_id\":\"outer\",\"run_id\":\"r\"}\n\n").unwrap();
+        let event = serde_json::to_value(ErrorEvent::new(EntryKind::Agent, &ids, "gone")).unwrap();
+        assert_eq!(event["event"], "RunError");
+        assert_eq!(event["agent_id"], "a");
+        assert_eq!(event["content"], "gone");
+        assert!(event.get("workflow_id").is_none() && event.get("error").is_none());
+        let event = serde_json::to_value(ErrorEvent::new(EntryKind::Team, &ids, "gone")).unwrap();
+        assert_eq!(event["event"], "TeamRunError");
+        assert_eq!(event["run_id"], "r");
+        let event =
+            serde_json::to_value(ErrorEvent::new(EntryKind::Workflow, &ids, "gone")).unwrap();
+        assert_eq!(
+            (&event["event"], &event["workflow_id"], &event["error"]),
+            (&"WorkflowError".into(), &"outer".into(), &"gone".into())
+        );
     }
 
     #[test]
