@@ -32,7 +32,7 @@ fn the_example_config_is_valid() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok (3 workflows on 3 host groups"),
+        stdout.contains("ok (1 agents, 1 teams, 3 workflows on 3 host groups"),
         "{stdout}"
     );
     assert!(stdout.contains("admin 0.0.0.0:9901)"), "{stdout}");
@@ -184,7 +184,7 @@ fn agents_or_teams_alone_are_a_valid_config() {
         check("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\nagent_id = \"x\"\n");
     assert_eq!(code, 64);
     assert!(
-        stderr.contains("FILE:4:1: `teams.agent_id`: unknown field `agent_id` in [[teams]]"),
+        stderr.contains("FILE:4:12: `teams.agent_id`: unknown field `agent_id` in [[teams]]"),
         "{stderr}"
     );
 }
