@@ -809,7 +809,7 @@ async fn get_run(
     if state.entry(kind, &id).is_none() {
         return not_found(kind);
     }
-    if kind == EntryKind::Workflow && !query.contains_key("session_id") {
+    if !query.contains_key("session_id") {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             axum::Json(json!({"detail": [{"type": "missing", "loc": ["query", "session_id"], "msg": "Field required", "input": null}]})),

@@ -223,7 +223,7 @@ async fn agent_and_team_runs_json_stream_lookup_and_continue() {
         (status.as_u16(), run["status"].as_str()),
         (200, Some("COMPLETED"))
     );
-    let (status, run) = get_json(gw.url("/teams/research/runs/T1")).await;
+    let (status, run) = get_json(gw.url("/teams/research/runs/T1?session_id=S2")).await;
     assert_eq!(
         (status.as_u16(), run["team_id"].as_str()),
         (200, Some("crew"))

@@ -78,17 +78,17 @@ async def test_raw_agent_and_team_sse_bytes_are_identical_but_for_host_ids_and_t
 
 
 async def test_cancel_of_a_running_agent_and_team_stream(env):
-    for gw, content_event in (
-        (RemoteAgent(base_url=env.gateway, agent_id="slow-agent"), "RunContent"),
-        (RemoteTeam(base_url=env.gateway, team_id="slow-team"), "TeamRunContent"),
+    for gw, prefix in (
+        (RemoteAgent(base_url=env.gateway, agent_id="slow-agent"), ""),
+        (RemoteTeam(base_url=env.gateway, team_id="slow-team"), "Team"),
     ):
         events = []
         async for event in gw.arun("cancel me", stream=True, stream_events=True):
             events.append(event.event)
-            if events.count(content_event) == 3:
+            if events.count(f"{prefix}RunContent") == 3:
                 assert await gw.acancel_run(event.run_id) is True
-        assert events[-1] in ("RunCancelled", "TeamRunCancelled"), events
-        assert events.count(content_event) < 40
+        assert f"{prefix}RunCancelled" in events, events
+        assert events.count(f"{prefix}RunContent") < 40
 
 
 async def test_continue_of_a_paused_agent_run(env):
@@ -110,19 +110,20 @@ async def test_agent_and_team_run_lookups(env):
     """agno's own gateway answers 400 "Run polling is not supported for
     remote agents"; the gateway forwards the look-up to the owning host."""
     async with httpx.AsyncClient(timeout=30) as http:
-        for path in ("/agents/echo-agent", "/teams/echo-team"):
-            r = await http.post(f"{env.gateway}{path}/runs", data={"message": "poll", "stream": "false", "session_id": "S-poll"})
+        # A session belongs to one agent or team: one each.
+        for path, session in (("/agents/echo-agent", "S-poll-a"), ("/teams/echo-team", "S-poll-t")):
+            r = await http.post(f"{env.gateway}{path}/runs", data={"message": "poll", "stream": "false", "session_id": session})
             assert r.status_code == 200
             run_id = r.json()["run_id"]
             looked_up = [
-                await http.get(f"{url}{path}/runs/{run_id}", params={"session_id": "S-poll"})
+                await http.get(f"{url}{path}/runs/{run_id}", params={"session_id": session})
                 for url in (env.host_a, env.gateway)
             ]
             assert [x.status_code for x in looked_up] == [200, 200]
             assert looked_up[1].json() == looked_up[0].json()
             assert looked_up[1].json()["content"] == "echo: poll"
             listed = [
-                await http.get(f"{url}{path}/runs", params={"session_id": "S-poll"}) for url in (env.host_a, env.gateway)
+                await http.get(f"{url}{path}/runs", params={"session_id": session}) for url in (env.host_a, env.gateway)
             ]
             assert listed[1].status_code == listed[0].status_code
             assert listed[1].json() == listed[0].json()
@@ -130,19 +131,20 @@ async def test_agent_and_team_run_lookups(env):
 
 async def test_errors_match_agentos_unwrapped(env):
     async with httpx.AsyncClient(timeout=10) as http:
-        for method, path in (
-            ("GET", "/agents/no-such-agent"),
-            ("POST", "/agents/no-such-agent/runs"),
-            ("GET", "/teams/no-such-team"),
-            ("POST", "/teams/no-such-team/runs/r/cancel"),
+        message = {"message": "x"}
+        for method, path, data in (
+            ("GET", "/agents/no-such-agent", None),
+            ("POST", "/agents/no-such-agent/runs", message),
+            ("GET", "/teams/no-such-team", None),
+            ("POST", "/teams/no-such-team/runs/r/cancel", None),
             # Known agent, missing message: the host's 422 body as it is.
-            ("POST", "/agents/echo-agent/runs"),
+            ("POST", "/agents/echo-agent/runs", None),
             # Known agent, unknown run: the host's 404 as it is.
-            ("GET", "/agents/echo-agent/runs/no-such-run?session_id=S"),
+            ("GET", "/agents/echo-agent/runs/no-such-run?session_id=S", None),
             # AgentOS has no compact for teams.
-            ("POST", "/teams/echo-team/sessions/S/compact"),
+            ("POST", "/teams/echo-team/sessions/S/compact", None),
         ):
-            answers = [await http.request(method, f"{url}{path}") for url in (env.host_a, env.gateway)]
+            answers = [await http.request(method, f"{url}{path}", data=data) for url in (env.host_a, env.gateway)]
             assert answers[1].status_code == answers[0].status_code, path
             assert answers[1].json() == answers[0].json(), path
             assert answers[1].status_code in (404, 405, 422), path
