@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn route_indexes_are_dense_and_templates_match_the_kind() {
-        let mut seen = vec![false; Route::COUNT];
+        let mut seen = [false; Route::COUNT];
         for kind in EntryKind::ALL {
             for r in [
                 EntryRoute::List,
