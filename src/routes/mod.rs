@@ -51,7 +51,7 @@ pub enum Route {
 
 /// The routes of one agent, team or workflow collection, as AgentOS 3.1.10
 /// has them. Workflows have no checkpoints, fork or compact; teams no
-/// compact ([`EntryRoute::exists_for`]).
+/// compact, and the router matches neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryRoute {
     /// `GET /agents`
