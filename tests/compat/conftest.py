@@ -157,6 +157,10 @@ base_url = "{a}"
 id = "slow-team"
 base_url = "{a}"
 
+[[teams]]
+id = "hitl-team"
+base_url = "{a}"
+
 # The same id as the team on another kind: kinds never mix.
 [[workflows]]
 id = "echo-team"

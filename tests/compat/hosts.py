@@ -17,6 +17,7 @@ function. Its agents and teams run on fake_model's deterministic models.
               answers with the tool's result
 - echo-team   a team (member: echo-agent) whose leader answers "echo: ..."
 - slow-team   a team whose leader streams like slow-agent
+- hitl-team   a team whose leader calls a tool that needs confirmation
 """
 
 import argparse
@@ -104,6 +105,7 @@ def main() -> None:
     teams = [
         Team(id="echo-team", name="Echo Team", description=f"Echo Team on host {host}", model=EchoModel(), members=[echo_agent], db=db),
         Team(id="slow-team", name="Slow Team", model=EchoModel(words=slow_events), members=[echo_agent], db=db),
+        Team(id="hitl-team", name="HITL Team", model=ToolCallingModel(), members=[echo_agent], tools=[approve], db=db),
     ]
     agent_os = AgentOS(
         id=f"host-{host}", description=f"compat host {host}", agents=agents, teams=teams, workflows=workflows

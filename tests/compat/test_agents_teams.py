@@ -106,6 +106,49 @@ async def test_continue_of_a_paused_agent_run(env):
     assert results[1] == results[0] == ("COMPLETED", "tool said: approved it")
 
 
+async def test_continue_of_a_paused_team_run(env):
+    """A team's continue carries `requirements`, forwarded as sent."""
+    results = []
+    for team in teams(env, "hitl-team"):
+        paused = await team.arun("approve me", stream=False)
+        assert paused.status == "PAUSED"
+        for requirement in paused.requirements:
+            requirement.confirm()
+        done = await team.acontinue_run(
+            run_id=paused.run_id, session_id=paused.session_id, requirements=paused.requirements, stream=False
+        )
+        results.append((done.status, done.content))
+    assert results[1] == results[0] == ("COMPLETED", "tool said: approved it")
+
+
+async def test_checkpoints_fork_and_compact_are_forwarded(env):
+    async with httpx.AsyncClient(timeout=30) as http:
+        for path, session in (("/agents/echo-agent", "S-fork-a"), ("/teams/echo-team", "S-fork-t")):
+            r = await http.post(f"{env.gateway}{path}/runs", data={"message": "fork", "stream": "false", "session_id": session})
+            run_id = r.json()["run_id"]
+            checkpoints = [
+                await http.get(f"{url}{path}/runs/{run_id}/checkpoints", params={"session_id": session})
+                for url in (env.host_a, env.gateway)
+            ]
+            assert checkpoints[1].status_code == checkpoints[0].status_code
+            assert checkpoints[1].json() == checkpoints[0].json()
+            snapshot = [
+                await http.get(f"{url}{path}/runs/{run_id}/checkpoints/0", params={"session_id": session})
+                for url in (env.host_a, env.gateway)
+            ]
+            assert snapshot[1].status_code == snapshot[0].status_code
+            assert normalise(snapshot[1].content) == normalise(snapshot[0].content)
+            forked = [await http.post(f"{url}{path}/sessions/{session}/fork") for url in (env.host_a, env.gateway)]
+            assert [f.status_code for f in forked] == [200, 200]
+            assert forked[1].json()["forked_from_session_id"] == session
+            assert forked[1].json()["session_id"] not in (session, forked[0].json()["session_id"])
+        compacted = [
+            await http.post(f"{url}/agents/echo-agent/sessions/S-fork-a/compact") for url in (env.host_a, env.gateway)
+        ]
+        assert compacted[1].status_code == compacted[0].status_code
+        assert normalise(compacted[1].content) == normalise(compacted[0].content)
+
+
 async def test_agent_and_team_run_lookups(env):
     """agno's own gateway answers 400 "Run polling is not supported for
     remote agents"; the gateway forwards the look-up to the owning host."""
@@ -155,7 +198,7 @@ async def test_agentos_client_lists_agents_and_teams(env):
     config = await client.aget_config()
     agent_ids = [a.id for a in config.agents]
     assert agent_ids == ["echo-agent", "slow-agent", "hitl-agent", "secured-agent", "doomed-agent"]
-    assert [t.id for t in config.teams] == ["echo-team", "slow-team"]
+    assert [t.id for t in config.teams] == ["echo-team", "slow-team", "hitl-team"]
     # The summaries are the hosts' own, under the gateway's ids.
     direct = await AgentOSClient(base_url=env.host_a).aget_config()
     by_id = {a.id: a for a in direct.agents}
@@ -165,7 +208,7 @@ async def test_agentos_client_lists_agents_and_teams(env):
     assert "echo-team" in {w.id for w in config.workflows}
     listed = [a.id for a in await client.list_agents()]
     assert listed == agent_ids
-    assert [t.id for t in await client.list_teams()] == ["echo-team", "slow-team"]
+    assert [t.id for t in await client.list_teams()] == ["echo-team", "slow-team", "hitl-team"]
     assert (await client.aget_agent("slow-agent")).name == "Slow Agent"
     assert (await client.aget_team("slow-team")).name == "Slow Team"
 

@@ -325,6 +325,6 @@ async def test_zz_a_stopped_host_fails_fast_and_spares_the_others(env):
         assert listed["echo-agent"]["model"]["provider"] == "Fake"
         config = (await http.get(f"{env.gateway}/config")).json()
         assert "doomed-agent" in {a["id"] for a in config["agents"]}
-        assert [t["id"] for t in config["teams"]] == ["echo-team", "slow-team"]
+        assert [t["id"] for t in config["teams"]] == ["echo-team", "slow-team", "hitl-team"]
         r = await http.post(f"{env.gateway}/agents/doomed-agent/runs", data={"message": "x", "stream": "false"})
         assert r.status_code in (502, 503) and "agent 'doomed-agent'" in r.json()["detail"]
