@@ -1,7 +1,8 @@
 //! `GET /gateway/upstreams` on the admin listener: the gateway's own view of
 //! its hosts, for operators: every host group, each replica's health, last
-//! error, last check and requests in flight, and which agents, teams and workflows each group
-//! serves. Host URLs and their errors are why it is not on the public port.
+//! error, last check and requests in flight, and which agents, teams and
+//! workflows each group serves. Host URLs and their errors are why it is not
+//! on the public port.
 
 use axum::Json;
 use serde_json::{Value, json};
