@@ -22,8 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+echo "== cargo doc (the gateway and the agentos-client crate)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet -p agentos-gateway -p agentos-client
 echo "== release build"
 cargo build --release --locked
 echo "== cargo test (tests that run the binary, the adversarial suite among them, run the release build)"
@@ -33,7 +33,7 @@ echo "== Dockerfile and Kubernetes manifests"
 if [ -d tests/compat ]; then
   echo "== compatibility suite (agno $(grep -i '^agno==' tests/compat/requirements.txt | cut -d= -f3))"
   # The Rust RemoteWorkflow's side of the client-against-client comparison.
-  cargo build --release --locked --example compat_probe
+  cargo build --release --locked -p agentos-client --example compat_probe
   AGENTOS_GATEWAY_BIN="$PWD/target/release/agentos-gateway" "$venv/bin/python" -m pytest tests/compat -q -rfEs
 fi
 echo "== benchmark smoke (full run: see BENCHMARKS.md)"

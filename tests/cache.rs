@@ -37,7 +37,7 @@ async fn concurrent_misses_coalesce_into_one_fetch() {
     let gate = host.gate_workflow_docs();
     let upstream = gw
         .state
-        .upstreams
+        .upstreams()
         .get(EntryKind::Workflow, "w")
         .unwrap()
         .clone();

@@ -2,6 +2,8 @@
 //! (and the gateway): the form agno sends, typed and raw streams, unknown
 //! events kept, cancel and status errors surfaced, the config cache's TTL,
 //! refresh and coalescing counted at the host, and unreachable hosts.
+//! It lives in the gateway crate, not in agentos-client, because its mock
+//! hosts and the in-process gateway are the gateway's test harness.
 
 mod common;
 

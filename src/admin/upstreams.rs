@@ -11,8 +11,8 @@ use crate::config::{EntryKind, HostSource};
 use crate::state::SharedState;
 
 pub fn status(state: &SharedState) -> Json<Value> {
-    let groups: Vec<Value> = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let groups: Vec<Value> = upstreams
         .groups()
         .iter()
         .map(|group| {
@@ -23,8 +23,7 @@ pub fn status(state: &SharedState) -> Json<Value> {
                 }
             };
             let of_kind = |kind| -> Vec<&str> {
-                state
-                    .upstreams
+                upstreams
                     .of(kind)
                     .filter(|w| w.group.name() == group.name())
                     .map(|w| w.config.id.as_str())

@@ -317,9 +317,11 @@ fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let upstream = matched.as_ref().and_then(|m| {
         let kind = m.route.kind()?;
         let id = m.id(path);
-        state.upstreams.get(kind, &id)
+        state.upstreams().get(kind, &id).cloned()
     });
-    let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
+    let cache = upstream
+        .as_ref()
+        .map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }
 

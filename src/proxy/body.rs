@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::run_ids::{FormScanner, JsonIdScanner};
 use crate::client::ClientError;
+use crate::error::UpstreamError;
 use crate::state::SharedState;
 use crate::upstream::Upstream;
 use crate::upstream::replica::InFlight;
@@ -222,15 +223,15 @@ impl CallerBodyError {
     }
 }
 
-impl From<&CallerBodyError> for ClientError {
-    fn from(error: &CallerBodyError) -> ClientError {
+impl From<&CallerBodyError> for UpstreamError {
+    fn from(error: &CallerBodyError) -> UpstreamError {
         match error {
-            CallerBodyError::TooLarge => ClientError::BodyTooLarge,
-            CallerBodyError::HungUp => ClientError::RequestBody {
+            CallerBodyError::TooLarge => UpstreamError::BodyTooLarge,
+            CallerBodyError::HungUp => UpstreamError::RequestBody {
                 reason: error.to_string(),
                 hung_up: true,
             },
-            CallerBodyError::Malformed(_) | CallerBodyError::Taken => ClientError::RequestBody {
+            CallerBodyError::Malformed(_) | CallerBodyError::Taken => UpstreamError::RequestBody {
                 reason: error.to_string(),
                 hung_up: false,
             },
@@ -316,7 +317,7 @@ impl OwnerLearning {
         }
         self.scanner.feed(chunk);
         if let Some(run_id) = &self.scanner.ids().run_id {
-            self.state.upstreams.owners.record(
+            self.state.owners.record(
                 self.upstream.kind(),
                 &self.upstream.config.id,
                 run_id,

@@ -316,7 +316,7 @@ impl SseRelay {
             if self.ctx.learn_owner
                 && let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.as_deref())
             {
-                self.ctx.state.upstreams.owners.record(
+                self.ctx.state.owners.record(
                     self.ctx.upstream.kind(),
                     &self.ctx.upstream.config.id,
                     run_id,
@@ -546,7 +546,7 @@ mod tests {
         .unwrap();
         let state = crate::state::AppState::new(&config).unwrap();
         let upstream = state
-            .upstreams
+            .upstreams()
             .get(EntryKind::Workflow, "wf")
             .unwrap()
             .clone();

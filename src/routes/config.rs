@@ -33,7 +33,8 @@ const DB_DOMAINS: &[&str] = &[
 pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
     let caller = headers.get(header::AUTHORIZATION);
-    let host_fetches = state.upstreams.groups().iter().map(|group| async move {
+    let upstreams = state.upstreams();
+    let host_fetches = upstreams.groups().iter().map(|group| async move {
         match state.cache.host_config(group, refresh, caller).await {
             Ok(cached) => HostConfig::Doc(cached.doc),
             Err(error) if refuses_caller(&error) => {
@@ -117,9 +118,9 @@ pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
 /// that refused the caller hides its entries; one that is down, or does not
 /// list the entry, leaves the config file's id.
 fn entry_summaries(state: &SharedState, kind: EntryKind, by_group: &[HostConfig]) -> Vec<Value> {
-    let groups = state.upstreams.groups();
-    state
-        .upstreams
+    let upstreams = state.upstreams();
+    let groups = upstreams.groups();
+    upstreams
         .of(kind)
         .filter_map(|upstream| {
             let at = groups

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::client::ClientError;
 use crate::config::EntryKind;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::proxy::{self, Call};
 use crate::state::SharedState;
 use crate::upstream::Upstream;
@@ -45,8 +45,8 @@ const SUMMARY_FIELDS: &[&str] = &[
 /// or, failing that, from the config file alone.
 pub async fn list(state: &SharedState, kind: EntryKind, headers: &HeaderMap) -> Json<Vec<Value>> {
     let caller = headers.get(header::AUTHORIZATION);
-    let fetches = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let fetches = upstreams
         .of(kind)
         .map(|upstream| document_of(state, upstream, caller));
     let docs = futures::future::join_all(fetches)
@@ -62,8 +62,8 @@ pub async fn list(state: &SharedState, kind: EntryKind, headers: &HeaderMap) -> 
 /// The workflow summaries `caller` may see, fetched concurrently (for
 /// `/config`).
 pub async fn workflow_summaries(state: &SharedState, caller: Option<&HeaderValue>) -> Vec<Value> {
-    let fetches = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let fetches = upstreams
         .of(EntryKind::Workflow)
         .map(|upstream| document_of(state, upstream, caller));
     futures::future::join_all(fetches)
@@ -118,10 +118,10 @@ pub(super) fn fallback(upstream: &Upstream) -> Value {
 
 /// Whether the host answered 401 or 403: the caller may not see this, which
 /// is an everyday answer rather than a host failure worth a warning.
-pub(super) fn refuses_caller(error: &ClientError) -> bool {
+pub(super) fn refuses_caller(error: &UpstreamError) -> bool {
     matches!(
         error,
-        ClientError::Status { status, .. }
+        UpstreamError::Host(ClientError::Status { status, .. })
             if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
     )
 }
@@ -153,7 +153,7 @@ pub async fn detail(
     let mut refresh = wants_fresh(request.headers());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "version" => return forward_call(state, upstream, Call::Other, request).await,
+            "version" => return forward_call(state, &upstream, Call::Other, request).await,
             "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
             _ => {}
         }
@@ -161,7 +161,7 @@ pub async fn detail(
     let caller = request.headers().get(header::AUTHORIZATION);
     let cached = state
         .cache
-        .entry(upstream, refresh, caller)
+        .entry(&upstream, refresh, caller)
         .await
         .map_err(|error| {
             state.note_upstream_error(&upstream.group, &error);
@@ -193,16 +193,17 @@ pub async fn forward_call(
         .map_err(|error| error.for_entry(upstream.kind(), &upstream.config.id))
 }
 
-/// The configured entry of `kind` with gateway id `id`; AgentOS's 404
-/// ("Agent not found", ...) when there is none.
-pub fn upstream<'a>(
-    state: &'a SharedState,
+/// The configured entry of `kind` with gateway id `id` in the snapshot in
+/// service; AgentOS's 404 ("Agent not found", ...) when there is none.
+pub fn upstream(
+    state: &SharedState,
     kind: EntryKind,
     id: &str,
-) -> Result<&'a Arc<Upstream>, GatewayError> {
+) -> Result<Arc<Upstream>, GatewayError> {
     state
-        .upstreams
+        .upstreams()
         .get(kind, id)
+        .cloned()
         .ok_or(GatewayError::NotFound(kind))
 }
 

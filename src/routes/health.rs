@@ -26,7 +26,7 @@ pub fn ready(state: &SharedState) -> impl IntoResponse {
         (
             StatusCode::OK,
             Json(
-                json!({ "status": "ready", "workflows": state.upstreams.of(EntryKind::Workflow).count() }),
+                json!({ "status": "ready", "workflows": state.upstreams().of(EntryKind::Workflow).count() }),
             ),
         )
     }
@@ -46,9 +46,9 @@ pub fn info(state: &SharedState) -> Json<Value> {
         "name": state.server.name,
         "os_version": env!("CARGO_PKG_VERSION"),
         "agno_version": crate::AGNO_API_VERSION,
-        "agent_count": state.upstreams.of(EntryKind::Agent).count(),
-        "team_count": state.upstreams.of(EntryKind::Team).count(),
-        "workflow_count": state.upstreams.of(EntryKind::Workflow).count(),
+        "agent_count": state.upstreams().of(EntryKind::Agent).count(),
+        "team_count": state.upstreams().of(EntryKind::Team).count(),
+        "workflow_count": state.upstreams().of(EntryKind::Workflow).count(),
         "mcp": { "enabled": false, "path": null, "oauth": null, "tool_run_endpoint": false },
         "auth_mode": "none",
         "user_isolation": false,

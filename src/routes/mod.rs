@@ -448,7 +448,7 @@ impl Service<Request> for Routes {
             },
         };
         let upstream = match entries::upstream(&state, kind, &matched.id(path)) {
-            Ok(upstream) => upstream.clone(),
+            Ok(upstream) => upstream,
             Err(error) => return answered(error.into_response()),
         };
         Box::pin(async move {
@@ -561,6 +561,7 @@ mod tests {
             // Admin-listener routes (crate::admin), unknown here.
             "/metrics",
             "/gateway/upstreams",
+            "/gateway/config",
             "/health/x",
             "/workflows/",
             "/workflows//runs",

@@ -28,9 +28,9 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::{HostGroup, Upstream, is_host_failure};
-use crate::client::ClientError;
 use crate::client::cache::{Lookup, TtlCache};
 use crate::config::{EntryKind, Secret};
+use crate::error::UpstreamError;
 
 /// Most fresh entries held. Callers' credentials are keys, so callers decide
 /// how many there are: the bound is what keeps that in check.
@@ -49,12 +49,16 @@ enum Credential {
     Caller(u128),
 }
 
+/// What a cached document is, by whose credential. The generation changes
+/// when a reload changes the entry's definition (another host, another
+/// remote id), so an old document never answers for the new one.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
-    /// An agent's, team's or workflow's document, by kind and gateway id.
-    Entry(EntryKind, String, Credential),
+    /// An agent's, team's or workflow's document, by kind, gateway id and
+    /// config generation.
+    Entry(EntryKind, String, u64, Credential),
     /// A host group's `/config`, by group name.
-    HostConfig(String, Credential),
+    HostConfig(String, u64, Credential),
 }
 
 /// Where a cached answer came from; sent to callers as `X-Gateway-Cache`.
@@ -140,7 +144,7 @@ impl ConfigCache {
         upstream: &Upstream,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         let (credential, authorization) =
             self.credential(caller, upstream.config.auth_token.as_ref());
         let authorization = authorization.as_deref();
@@ -157,7 +161,12 @@ impl ConfigCache {
             }
             Ok(Arc::new(doc))
         };
-        let key = CacheKey::Entry(upstream.kind(), upstream.config.id.clone(), credential);
+        let key = CacheKey::Entry(
+            upstream.kind(),
+            upstream.config.id.clone(),
+            upstream.generation,
+            credential,
+        );
         self.get_or_fetch(key, upstream.config.config_ttl, refresh, fetch)
             .await
     }
@@ -169,7 +178,7 @@ impl ConfigCache {
         group: &HostGroup,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         let (credential, authorization) = self.credential(caller, group.metadata_token.as_ref());
         let authorization = authorization.as_deref();
         let timeout = self.fetch_timeout;
@@ -179,7 +188,7 @@ impl ConfigCache {
             });
             doc.await.map(Arc::new)
         };
-        let key = CacheKey::HostConfig(group.name().to_owned(), credential);
+        let key = CacheKey::HostConfig(group.name().to_owned(), group.generation, credential);
         self.get_or_fetch(key, group.config_ttl, refresh, fetch)
             .await
     }
@@ -211,8 +220,8 @@ impl ConfigCache {
         key: CacheKey,
         ttl: Duration,
         refresh: bool,
-        fetch: impl Future<Output = Result<Arc<Value>, ClientError>>,
-    ) -> Result<Cached, ClientError> {
+        fetch: impl Future<Output = Result<Arc<Value>, UpstreamError>>,
+    ) -> Result<Cached, UpstreamError> {
         if refresh {
             self.fresh.invalidate(&key).await;
         }
@@ -233,11 +242,11 @@ impl ConfigCache {
                 Ok(Cached { doc, freshness })
             }
             Err(error) => {
-                let error = ClientError::clone(&error);
+                let error = UpstreamError::clone(&error);
                 // A host that answers "not found" or "unauthorised" is not
                 // down: its answer stands. Only unreachability falls back.
                 let host_down =
-                    is_host_failure(&error) || matches!(error, ClientError::Unavailable { .. });
+                    is_host_failure(&error) || matches!(error, UpstreamError::NoReplica { .. });
                 let stale = host_down.then(|| self.last_good.get(&key)).flatten();
                 match stale {
                     Some(doc) => {
