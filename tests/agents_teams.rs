@@ -502,3 +502,48 @@ async fn auth_token_reaches_a_protected_host_s_agent_documents() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_agents_and_teams() {
+    use agentos_gateway::reload::{Trigger, reload};
+    let (a, b) = two_hosts().await;
+    let dir = TempDir::new();
+    let path = dir.0.join("gateway.toml");
+    let first = workflow("echo", &b, "echo");
+    std::fs::write(&path, &first).unwrap();
+    let gw = Gateway::start(&first).await;
+    assert_eq!(get_json(gw.url("/agents/support")).await.0, 404);
+
+    // Agents and teams alone are a config that exposes something.
+    let second = format!(
+        "{}{}",
+        agent("support", &a, "helper"),
+        team("research", &a, "crew")
+    );
+    std::fs::write(&path, &second).unwrap();
+    assert!(reload(&gw.state, &path, Trigger::Signal).await);
+    let (status, doc) = get_json(gw.url("/agents/support")).await;
+    assert_eq!(
+        (status.as_u16(), doc["db_id"].as_str()),
+        (200, Some("db-a"))
+    );
+    let (_, teams) = get_json(gw.url("/teams")).await;
+    assert_eq!(teams[0]["id"], "research");
+    let (status, body) = get_json(gw.url("/workflows/echo")).await;
+    assert_eq!(
+        (status.as_u16(), body),
+        (404, json!({"detail": "Workflow not found"}))
+    );
+
+    // The agent moves to host B under the same gateway id: its document is
+    // not the one cached for host A.
+    std::fs::write(&path, agent("support", &b, "helper")).unwrap();
+    assert!(reload(&gw.state, &path, Trigger::Signal).await);
+    assert_eq!(get_json(gw.url("/agents/support")).await.1["db_id"], "db-b");
+    assert_eq!(get_json(gw.url("/teams/research")).await.0, 404);
+
+    // A file that exposes nothing is refused and changes nothing.
+    std::fs::write(&path, "[server]\n").unwrap();
+    assert!(!reload(&gw.state, &path, Trigger::Signal).await);
+    assert_eq!(get_json(gw.url("/agents/support")).await.0, 200);
+}
