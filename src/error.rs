@@ -67,6 +67,15 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge | UpstreamError::RequestBody { .. } => false,
         }
     }
+
+    /// The message with its underlying cause, for a replica's `last_error`
+    /// and logs (see [`ClientError::diagnostic`]).
+    pub fn diagnostic(&self) -> String {
+        match self {
+            UpstreamError::Host(error) => error.diagnostic(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Whose host an upstream failure is about, as a caller's `detail` names it.

@@ -420,6 +420,25 @@ async fn a_refused_port_is_remote_server_unavailable() {
 }
 
 #[tokio::test]
+async fn a_name_that_does_not_resolve_says_dns() {
+    // `.invalid` never resolves (RFC 6761).
+    let nowhere = "http://no-such-host.invalid:7777";
+    let wf = RemoteWorkflow::new(nowhere, "echo").unwrap();
+    let error = wf.arun("hello").await.unwrap_err();
+    match &error {
+        ClientError::RemoteServerUnavailable {
+            phase: UnavailablePhase::Connect { reason },
+            ..
+        } => assert!(
+            reason.starts_with("DNS look-up of no-such-host.invalid failed: "),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.nothing_sent());
+}
+
+#[tokio::test]
 async fn a_host_that_never_answers_times_out() {
     let (url, _hole) = black_hole().await;
     let wf = RemoteWorkflow::builder(&url, "echo")

@@ -42,7 +42,7 @@ fn write(path: &Path, toml: &str) {
 }
 
 #[tokio::test]
-async fn a_reload_swaps_routes_while_an_open_stream_runs_to_its_end() {
+async fn reloads_swap_routes_while_an_open_stream_runs_to_its_end() {
     let (host_a, host_b) = (MockHost::start("A").await, MockHost::start("B").await);
     let dir = TempDir::new();
     let path = dir.0.join("gateway.toml");
@@ -51,6 +51,12 @@ async fn a_reload_swaps_routes_while_an_open_stream_runs_to_its_end() {
     let gw = Gateway::start(&first).await;
     assert_eq!(get(gw.url("/workflows/a")).await.1["name"], "a on A");
     let (stream, mut r) = open_stream(&gw.url, &host_a).await;
+
+    // A bad file first: refused, nothing changes, the stream goes on.
+    write(&path, "[[workflows]]\nid = \"a\"\n");
+    assert!(!reload(&gw.state, &path, Trigger::Signal).await);
+    stream.send(STEP).await;
+    assert_eq!(next_chunk(&mut r).await.unwrap(), STEP.as_bytes());
 
     // `a` moves to host B and `b` appears.
     write(

@@ -314,14 +314,12 @@ fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let route = matched.as_ref().map(|m| m.route);
     // The id as the router decodes it, so a request is labelled with the
     // entry it was routed to.
+    let upstreams = state.upstreams();
     let upstream = matched.as_ref().and_then(|m| {
         let kind = m.route.kind()?;
-        let id = m.id(path);
-        state.upstreams().get(kind, &id).cloned()
+        upstreams.get(kind, &m.id(path))
     });
-    let cache = upstream
-        .as_ref()
-        .map_or(&state.metrics.unlabelled, |u| &u.metrics);
+    let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }
 

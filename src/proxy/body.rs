@@ -421,7 +421,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    in_flight.replica().record_failure(&error.to_string());
+                    in_flight.replica().record_failure(&error.diagnostic());
                     return this.end(Some(error));
                 }
                 Poll::Ready(None) => return this.end(None),

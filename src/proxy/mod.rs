@@ -318,7 +318,7 @@ fn note_failure(state: &SharedState, in_flight: &InFlight, error: &UpstreamError
         return;
     }
     if is_host_failure(error) {
-        in_flight.replica().record_failure(&error.to_string());
+        in_flight.replica().record_failure(&error.diagnostic());
     }
     let kind = GatewayError::from(error.clone()).kind();
     state

@@ -333,7 +333,7 @@ impl SseRelay {
         let replica = self.ctx.in_flight.replica();
         let (message, cancel) = match &cut {
             Cut::HostFailed(error) | Cut::Idle(error) => {
-                replica.record_failure(&error.to_string());
+                replica.record_failure(&error.diagnostic());
                 let kind = GatewayError::from(error.clone()).kind();
                 self.ctx
                     .state

@@ -146,7 +146,7 @@ pub fn is_host_failure(error: &UpstreamError) -> bool {
 
 fn note_health<T>(replica: &Replica, result: &Result<T, UpstreamError>) {
     match result {
-        Err(error) if is_host_failure(error) => replica.record_failure(&error.to_string()),
+        Err(error) if is_host_failure(error) => replica.record_failure(&error.diagnostic()),
         _ => replica.record_success(),
     }
 }

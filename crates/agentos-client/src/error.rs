@@ -130,6 +130,19 @@ fn unavailable_message(base_url: &str, phase: &UnavailablePhase) -> String {
 }
 
 impl ClientError {
+    /// The message with its underlying cause, for operators and logs: a
+    /// connect failure's reason ("DNS look-up of ... failed", "Connection
+    /// refused"), which the agno-compatible message leaves out.
+    pub fn diagnostic(&self) -> String {
+        match self {
+            ClientError::RemoteServerUnavailable {
+                phase: UnavailablePhase::Connect { reason },
+                ..
+            } => format!("{self}: {reason}"),
+            other => other.to_string(),
+        }
+    }
+
     /// True for [`ClientError::RemoteServerUnavailable`]: the cases agno
     /// reports as `RemoteServerUnavailableError` (HTTP 503 in agno).
     pub fn is_remote_server_unavailable(&self) -> bool {

@@ -413,7 +413,14 @@ impl AgentOsClient {
                 }
             } else {
                 UnavailablePhase::Connect {
-                    reason: root_cause(e),
+                    // A name that does not resolve says so, as the
+                    // gateway's own connections do.
+                    reason: match (e.is_dns(), e.url().and_then(|url| url.host_str())) {
+                        (true, Some(host)) => {
+                            format!("DNS look-up of {host} failed: {}", root_cause(e))
+                        }
+                        _ => root_cause(e),
+                    },
                 }
             };
             return ClientError::RemoteServerUnavailable { base_url, phase };
