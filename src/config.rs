@@ -6,7 +6,9 @@
 //! the file, the line and the key, so `agentos-gateway check` can point an
 //! operator at the exact mistake.
 //!
-//! The per-workflow knobs mirror agno's `RemoteWorkflow(base_url, workflow_id,
+//! `[[agents]]`, `[[teams]]` and `[[workflows]]` share one schema
+//! ([`EntryConfig`], told apart by its [`EntryKind`]); its knobs mirror agno's
+//! `RemoteAgent`/`RemoteTeam`/`RemoteWorkflow(base_url, <kind>_id,
 //! timeout=300, config_ttl=300)`, with the same defaults.
 
 use std::collections::HashMap;
@@ -91,9 +93,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
     /// Every host group: the named `[[host_groups]]` and one implicit group
-    /// per distinct `base_url`/`base_urls` of a workflow.
+    /// per distinct `base_url`/`base_urls` of an entry.
     pub host_groups: Vec<HostGroupConfig>,
-    pub workflows: Vec<WorkflowConfig>,
+    /// Every `[[agents]]`, `[[teams]]` and `[[workflows]]` entry, agents
+    /// first, each kind in file order.
+    pub entries: Vec<EntryConfig>,
     pub tracing: TracingConfig,
 }
 
@@ -237,15 +241,78 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// One `[[workflows]]` entry: a workflow on a remote AgentOS host.
+/// What an entry exposes: an agent, a team or a workflow. Everything but
+/// the paths, ids and wording is the same for the three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    Agent,
+    Team,
+    Workflow,
+}
+
+impl EntryKind {
+    /// Every kind, in the order `/config` lists them.
+    pub const ALL: [EntryKind; 3] = [EntryKind::Agent, EntryKind::Team, EntryKind::Workflow];
+
+    /// A dense index, for tables by kind.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value of metrics and the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Agent => "agent",
+            EntryKind::Team => "team",
+            EntryKind::Workflow => "workflow",
+        }
+    }
+
+    /// The TOML array and the AgentOS collection (`/agents`, ...).
+    pub fn plural(self) -> &'static str {
+        match self {
+            EntryKind::Agent => "agents",
+            EntryKind::Team => "teams",
+            EntryKind::Workflow => "workflows",
+        }
+    }
+
+    /// The key naming the id on the host (`agent_id`, ...).
+    pub fn remote_key(self) -> &'static str {
+        match self {
+            EntryKind::Agent => "agent_id",
+            EntryKind::Team => "team_id",
+            EntryKind::Workflow => "workflow_id",
+        }
+    }
+
+    /// AgentOS's 404 detail for an unknown id of this kind.
+    pub fn not_found(self) -> &'static str {
+        match self {
+            EntryKind::Agent => "Agent not found",
+            EntryKind::Team => "Team not found",
+            EntryKind::Workflow => "Workflow not found",
+        }
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[agents]]`, `[[teams]]` or `[[workflows]]` entry: an agent, team or
+/// workflow on a remote AgentOS host.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowConfig {
-    /// The id the gateway exposes.
+pub struct EntryConfig {
+    pub kind: EntryKind,
+    /// The id the gateway exposes (unique per kind).
     pub id: String,
     /// The host group that runs it (see [`Config::host_groups`]).
     pub host_group: String,
-    /// The workflow's id on that host.
-    pub workflow_id: String,
+    /// Its id on that host (`agent_id`, `team_id` or `workflow_id`).
+    pub remote_id: String,
     /// Longest gap between two body chunks (reset on every read); never a
     /// total deadline.
     pub timeout: Duration,
@@ -304,7 +371,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{path}: exposes nothing: add a [[workflows]] entry (see config/gateway.example.toml)")]
+    #[error(
+        "{path}: exposes nothing: add a [[workflows]], [[agents]] or [[teams]] entry (see config/gateway.example.toml)"
+    )]
     NothingExposed { path: PathBuf },
 }
 
@@ -321,7 +390,11 @@ struct RawConfig {
     #[serde(default)]
     host_groups: Vec<Spanned<RawHostGroup>>,
     #[serde(default)]
-    workflows: Vec<Spanned<RawWorkflow>>,
+    agents: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    teams: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    workflows: Vec<Spanned<RawEntry>>,
     #[serde(default)]
     tracing: RawTracing,
 }
@@ -405,16 +478,20 @@ struct RawCors {
     allowed_origins: Option<Spanned<Vec<String>>>,
 }
 
+/// One entry of any kind. The three remote-id keys are all accepted by
+/// serde; `validate` refuses the two that are not the entry's kind's.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWorkflow {
+struct RawEntry {
     id: Spanned<String>,
     base_url: Option<Spanned<String>>,
     base_urls: Option<Spanned<Vec<String>>>,
     host_group: Option<Spanned<String>>,
+    agent_id: Option<Spanned<String>>,
+    team_id: Option<Spanned<String>>,
     workflow_id: Option<Spanned<String>>,
     auth_token: Option<Spanned<String>>,
-    // Workflow knobs; unset ones default to `[server]`'s.
+    // Entry knobs; unset ones default to `[server]`'s.
     timeout: Option<Spanned<f64>>,
     first_byte_timeout: Option<Spanned<f64>>,
     max_stream_duration: Option<Spanned<f64>>,
@@ -441,7 +518,7 @@ impl Config {
             source,
         })?;
         let config = Config::parse(path, &source, &|name| std::env::var(name).ok())?;
-        if config.workflows.is_empty() {
+        if config.entries.is_empty() {
             return Err(ConfigError::NothingExposed {
                 path: path.to_owned(),
             });
@@ -808,7 +885,7 @@ fn validate(
         dns_refresh: duration(&s.dns_refresh, "dns_refresh", DEFAULT_DNS_REFRESH_SECS)?,
     };
     let timeout = duration(&s.timeout, "timeout", DEFAULT_TIMEOUT_SECS)?;
-    let workflow_defaults = WorkflowDefaults {
+    let entry_defaults = EntryDefaults {
         timeout,
         first_byte_timeout: optional(&s.first_byte_timeout, "first_byte_timeout")?
             .unwrap_or(timeout),
@@ -907,150 +984,202 @@ fn validate(
         });
     }
     let named_groups = host_groups.len();
-    let connect_timeout = server.connect_timeout;
-
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut workflows = Vec::with_capacity(raw.workflows.len());
-    for entry in &raw.workflows {
-        let w = entry.get_ref();
-        let id = w.id.get_ref();
-        if !is_url_safe_id(id) {
-            return Err(locate.error(
-                w.id.span(),
-                "workflows.id",
-                format!("`{id}` is not URL-safe: use letters, digits, `-`, `_`, `.` or `~`"),
-            ));
+    let mut groups = Groups {
+        all: host_groups,
+        named: named_groups,
+        defaults: &group_defaults,
+        connect_timeout: server.connect_timeout,
+    };
+    let mut entries = Vec::with_capacity(raw.agents.len() + raw.teams.len() + raw.workflows.len());
+    for (kind, table) in [
+        (EntryKind::Agent, &raw.agents),
+        (EntryKind::Team, &raw.teams),
+        (EntryKind::Workflow, &raw.workflows),
+    ] {
+        // Ids are unique per kind: `/agents/x` and `/workflows/x` never meet.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for entry in table {
+            entries.push(validate_entry(
+                kind,
+                entry.get_ref(),
+                &mut seen,
+                &mut groups,
+                &entry_defaults,
+                s.first_byte_timeout.is_none(),
+                locate,
+                env,
+            )?);
         }
-        if let Some(first) = seen.insert(id.clone(), w.id.span().start) {
-            let first_line = locate.source[..first].matches('\n').count() + 1;
-            return Err(locate.error(
-                w.id.span(),
-                "workflows.id",
-                format!("duplicate id `{id}` (first defined on line {first_line})"),
-            ));
-        }
-        let host_group = match (&w.base_url, &w.base_urls, &w.host_group) {
-            (Some(url), None, None) => {
-                let url = parse_base_url(url.get_ref())
-                    .map_err(|m| locate.error(url.span(), "workflows.base_url", m))?;
-                implicit_group(
-                    &mut host_groups,
-                    named_groups,
-                    vec![url],
-                    &group_defaults,
-                    connect_timeout,
-                )
-            }
-            (None, Some(urls), None) => {
-                let urls = base_url_list(urls, "workflows.base_urls", locate)?;
-                implicit_group(
-                    &mut host_groups,
-                    named_groups,
-                    urls,
-                    &group_defaults,
-                    connect_timeout,
-                )
-            }
-            (None, None, Some(group)) => {
-                if !host_groups[..named_groups]
-                    .iter()
-                    .any(|h| &h.name == group.get_ref())
-                {
-                    return Err(locate.error(
-                        group.span(),
-                        "workflows.host_group",
-                        format!("no [[host_groups]] entry is named `{}`", group.get_ref()),
-                    ));
-                }
-                group.get_ref().clone()
-            }
-            _ => {
-                return Err(locate.error(
-                    w.id.span(),
-                    "workflows.base_url",
-                    format!(
-                        "workflow `{id}` needs exactly one of `base_url`, `base_urls` or `host_group`"
-                    ),
-                ));
-            }
-        };
-        let workflow_id = match &w.workflow_id {
-            None => id.clone(),
-            Some(v) if !is_url_safe_id(v.get_ref()) => {
-                return Err(locate.error(
-                    v.span(),
-                    "workflows.workflow_id",
-                    format!("`{}` is not URL-safe", v.get_ref()),
-                ));
-            }
-            Some(v) => v.get_ref().clone(),
-        };
-        let auth_token = match &w.auth_token {
-            None => None,
-            Some(v) => {
-                let token = expand_env(v.get_ref(), env)
-                    .map_err(|m| locate.error(v.span(), "workflows.auth_token", m))?;
-                if !v.get_ref().contains("${") {
-                    let at = locate.error(v.span(), "workflows.auth_token", "");
-                    tracing::warn!(
-                        "{} literal token in the config file; prefer \"${{ENV_VAR}}\" from a Secret",
-                        at.to_string().trim_end_matches(' ')
-                    );
-                }
-                if token.is_empty() || http::HeaderValue::from_str(&token).is_err() {
-                    return Err(locate.error(
-                        v.span(),
-                        "workflows.auth_token",
-                        "must be a non-empty token of visible ASCII characters",
-                    ));
-                }
-                Some(Secret(token))
-            }
-        };
-        let d = &workflow_defaults;
-        let secs = |v: &Option<Spanned<f64>>, key: &str, default: Duration| match v {
-            None => Ok(default),
-            v => seconds(from_file(v), 0.0, key, locate),
-        };
-        let maybe_secs = |v: &Option<Spanned<f64>>, key: &str, default: Option<Duration>| match v {
-            None => Ok(default),
-            v => optional_seconds(from_file(v), key, locate),
-        };
-        let timeout = secs(&w.timeout, "workflows.timeout", d.timeout)?;
-        workflows.push(WorkflowConfig {
-            id: id.clone(),
-            host_group,
-            workflow_id,
-            timeout,
-            first_byte_timeout: secs(
-                &w.first_byte_timeout,
-                "workflows.first_byte_timeout",
-                if w.timeout.is_some() && s.first_byte_timeout.is_none() {
-                    timeout
-                } else {
-                    d.first_byte_timeout
-                },
-            )?,
-            max_stream_duration: maybe_secs(
-                &w.max_stream_duration,
-                "workflows.max_stream_duration",
-                d.max_stream_duration,
-            )?,
-            heartbeat: maybe_secs(&w.heartbeat, "workflows.heartbeat", d.heartbeat)?,
-            cancel_on_disconnect: w
-                .cancel_on_disconnect
-                .as_ref()
-                .map_or(d.cancel_on_disconnect, |v| *v.get_ref()),
-            config_ttl: secs(&w.config_ttl, "workflows.config_ttl", d.config_ttl)?,
-            auth_token,
-        });
     }
     Ok(Config {
         server,
         admin,
-        host_groups,
-        workflows,
+        host_groups: groups.all,
+        entries,
         tracing: tracing_table(&raw.tracing, locate)?,
+    })
+}
+
+/// The host groups as entries are validated: the named ones first, then
+/// the implicit ones entries add.
+struct Groups<'a> {
+    all: Vec<HostGroupConfig>,
+    named: usize,
+    defaults: &'a GroupDefaults,
+    connect_timeout: Duration,
+}
+
+/// One `[[agents]]`, `[[teams]]` or `[[workflows]]` entry; keys in errors
+/// are prefixed with its table (`teams.timeout`).
+#[allow(clippy::too_many_arguments)]
+fn validate_entry(
+    kind: EntryKind,
+    w: &RawEntry,
+    seen: &mut HashMap<String, usize>,
+    groups: &mut Groups,
+    d: &EntryDefaults,
+    no_server_first_byte_timeout: bool,
+    locate: &Locator,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EntryConfig, ConfigError> {
+    let table = kind.plural();
+    let key = |name: &str| format!("{table}.{name}");
+    let id = w.id.get_ref();
+    if !is_url_safe_id(id) {
+        return Err(locate.error(
+            w.id.span(),
+            &key("id"),
+            format!("`{id}` is not URL-safe: use letters, digits, `-`, `_`, `.` or `~`"),
+        ));
+    }
+    if let Some(first) = seen.insert(id.clone(), w.id.span().start) {
+        let first_line = locate.source[..first].matches('\n').count() + 1;
+        return Err(locate.error(
+            w.id.span(),
+            &key("id"),
+            format!("duplicate id `{id}` (first defined on line {first_line})"),
+        ));
+    }
+    let host_group = match (&w.base_url, &w.base_urls, &w.host_group) {
+        (Some(url), None, None) => {
+            let url = parse_base_url(url.get_ref())
+                .map_err(|m| locate.error(url.span(), &key("base_url"), m))?;
+            implicit_group(groups, vec![url])
+        }
+        (None, Some(urls), None) => {
+            let urls = base_url_list(urls, &key("base_urls"), locate)?;
+            implicit_group(groups, urls)
+        }
+        (None, None, Some(group)) => {
+            if !groups.all[..groups.named]
+                .iter()
+                .any(|h| &h.name == group.get_ref())
+            {
+                return Err(locate.error(
+                    group.span(),
+                    &key("host_group"),
+                    format!("no [[host_groups]] entry is named `{}`", group.get_ref()),
+                ));
+            }
+            group.get_ref().clone()
+        }
+        _ => {
+            return Err(locate.error(
+                w.id.span(),
+                &key("base_url"),
+                format!(
+                    "{kind} `{id}` needs exactly one of `base_url`, `base_urls` or `host_group`"
+                ),
+            ));
+        }
+    };
+    let mut remote_id = None;
+    for (remote_kind, value) in [
+        (EntryKind::Agent, &w.agent_id),
+        (EntryKind::Team, &w.team_id),
+        (EntryKind::Workflow, &w.workflow_id),
+    ] {
+        let Some(v) = value else { continue };
+        let name = remote_kind.remote_key();
+        if remote_kind != kind {
+            return Err(locate.error(
+                v.span(),
+                &key(name),
+                format!(
+                    "unknown field `{name}` in [[{table}]]; the id on the host is `{}`",
+                    kind.remote_key()
+                ),
+            ));
+        }
+        if !is_url_safe_id(v.get_ref()) {
+            return Err(locate.error(
+                v.span(),
+                &key(name),
+                format!("`{}` is not URL-safe", v.get_ref()),
+            ));
+        }
+        remote_id = Some(v.get_ref().clone());
+    }
+    let auth_token = match &w.auth_token {
+        None => None,
+        Some(v) => {
+            let token = expand_env(v.get_ref(), env)
+                .map_err(|m| locate.error(v.span(), &key("auth_token"), m))?;
+            if !v.get_ref().contains("${") {
+                let at = locate.error(v.span(), &key("auth_token"), "");
+                tracing::warn!(
+                    "{} literal token in the config file; prefer \"${{ENV_VAR}}\" from a Secret",
+                    at.to_string().trim_end_matches(' ')
+                );
+            }
+            if token.is_empty() || http::HeaderValue::from_str(&token).is_err() {
+                return Err(locate.error(
+                    v.span(),
+                    &key("auth_token"),
+                    "must be a non-empty token of visible ASCII characters",
+                ));
+            }
+            Some(Secret(token))
+        }
+    };
+    let secs = |v: &Option<Spanned<f64>>, name: &str, default: Duration| match v {
+        None => Ok(default),
+        v => seconds(from_file(v), 0.0, &key(name), locate),
+    };
+    let maybe_secs = |v: &Option<Spanned<f64>>, name: &str, default: Option<Duration>| match v {
+        None => Ok(default),
+        v => optional_seconds(from_file(v), &key(name), locate),
+    };
+    let timeout = secs(&w.timeout, "timeout", d.timeout)?;
+    Ok(EntryConfig {
+        kind,
+        id: id.clone(),
+        host_group,
+        remote_id: remote_id.unwrap_or_else(|| id.clone()),
+        timeout,
+        first_byte_timeout: secs(
+            &w.first_byte_timeout,
+            "first_byte_timeout",
+            // An entry's own `timeout` bounds its first byte too, unless
+            // `[server]` set a first-byte timeout of its own.
+            if w.timeout.is_some() && no_server_first_byte_timeout {
+                timeout
+            } else {
+                d.first_byte_timeout
+            },
+        )?,
+        max_stream_duration: maybe_secs(
+            &w.max_stream_duration,
+            "max_stream_duration",
+            d.max_stream_duration,
+        )?,
+        heartbeat: maybe_secs(&w.heartbeat, "heartbeat", d.heartbeat)?,
+        cancel_on_disconnect: w
+            .cancel_on_disconnect
+            .as_ref()
+            .map_or(d.cancel_on_disconnect, |v| *v.get_ref()),
+        config_ttl: secs(&w.config_ttl, "config_ttl", d.config_ttl)?,
+        auth_token,
     })
 }
 
@@ -1243,8 +1372,8 @@ struct GroupDefaults {
     dns_refresh: Duration,
 }
 
-/// `[server]`-level defaults for workflows.
-struct WorkflowDefaults {
+/// `[server]`-level defaults for agents, teams and workflows.
+struct EntryDefaults {
     timeout: Duration,
     first_byte_timeout: Duration,
     max_stream_duration: Option<Duration>,
@@ -1253,26 +1382,22 @@ struct WorkflowDefaults {
     config_ttl: Duration,
 }
 
-/// The group for a workflow's inline `base_url`/`base_urls`: workflows that
-/// name the same URLs share it (and so share pooled connections and health).
-fn implicit_group(
-    host_groups: &mut Vec<HostGroupConfig>,
-    named_groups: usize,
-    urls: Vec<Url>,
-    defaults: &GroupDefaults,
-    connect_timeout: Duration,
-) -> String {
+/// The group for an entry's inline `base_url`/`base_urls`: entries that
+/// name the same URLs share it (and so share pooled connections and health),
+/// whatever their kind.
+fn implicit_group(groups: &mut Groups, urls: Vec<Url>) -> String {
     let name = urls
         .iter()
         .map(|u| u.as_str().trim_end_matches('/'))
         .collect::<Vec<_>>()
         .join(",");
-    let exists = host_groups[named_groups..].iter().any(|g| g.name == name);
+    let exists = groups.all[groups.named..].iter().any(|g| g.name == name);
     if !exists {
-        host_groups.push(HostGroupConfig {
+        let defaults = groups.defaults;
+        groups.all.push(HostGroupConfig {
             name: name.clone(),
             source: HostSource::Static(urls),
-            connect_timeout,
+            connect_timeout: groups.connect_timeout,
             max_concurrent_requests: defaults.max_concurrent_requests,
             health_check_interval: defaults
                 .health_checks
@@ -1364,6 +1489,11 @@ impl Config {
     pub fn host_group(&self, name: &str) -> Option<&HostGroupConfig> {
         self.host_groups.iter().find(|g| g.name == name)
     }
+
+    /// The entries of one kind, in file order.
+    pub fn entries_of(&self, kind: EntryKind) -> impl Iterator<Item = &EntryConfig> {
+        self.entries.iter().filter(move |e| e.kind == kind)
+    }
 }
 
 #[cfg(test)]
@@ -1385,8 +1515,8 @@ mod tests {
     #[test]
     fn defaults_mirror_remote_workflow() {
         let c = parse("[[workflows]]\nid = \"echo\"\nbase_url = \"http://h:8000/\"\n").unwrap();
-        let w = &c.workflows[0];
-        assert_eq!(w.workflow_id, "echo");
+        let w = &c.entries[0];
+        assert_eq!(w.remote_id, "echo");
         assert_eq!(w.timeout, Duration::from_secs(300));
         assert_eq!(w.config_ttl, Duration::from_secs(300));
         assert_eq!(w.first_byte_timeout, Duration::from_secs(300));
@@ -1444,14 +1574,14 @@ host_group = "k8s"
             matches!(&k8s.source, HostSource::Dns { refresh, .. } if *refresh == Duration::from_secs(10))
         );
         // Workflows naming the same URLs share one implicit group.
-        assert_eq!(c.workflows[1].host_group, c.workflows[2].host_group);
+        assert_eq!(c.entries[1].host_group, c.entries[2].host_group);
         assert_eq!(c.host_groups.len(), 3);
         assert_eq!(
-            c.workflows[1].max_stream_duration,
+            c.entries[1].max_stream_duration,
             Some(Duration::from_secs(60))
         );
-        assert!(!c.workflows[1].cancel_on_disconnect);
-        assert_eq!(c.workflows[0].heartbeat, Some(Duration::from_secs(15)));
+        assert!(!c.entries[1].cancel_on_disconnect);
+        assert_eq!(c.entries[0].heartbeat, Some(Duration::from_secs(15)));
     }
 
     #[test]
@@ -1490,14 +1620,14 @@ host_group = "k8s"
             "[server]\ntimeout = 12.5\nconfig_ttl = 7\n\n[[workflows]]\nid = \"a\"\nbase_url = \"http://h\"\nauth_token = \"${HOST_TOKEN}\"\n[[workflows]]\nid = \"b\"\nbase_url = \"http://h\"\ntimeout = 1\n",
         )
         .unwrap();
-        assert_eq!(c.workflows[0].timeout, Duration::from_millis(12500));
-        assert_eq!(c.workflows[0].config_ttl, Duration::from_secs(7));
+        assert_eq!(c.entries[0].timeout, Duration::from_millis(12500));
+        assert_eq!(c.entries[0].config_ttl, Duration::from_secs(7));
         assert_eq!(
-            c.workflows[0].auth_token.as_ref().unwrap().expose(),
+            c.entries[0].auth_token.as_ref().unwrap().expose(),
             "tok-123"
         );
-        assert_eq!(c.workflows[1].timeout, Duration::from_secs(1));
-        assert!(!format!("{:?}", c.workflows[0]).contains("tok-123"));
+        assert_eq!(c.entries[1].timeout, Duration::from_secs(1));
+        assert!(!format!("{:?}", c.entries[0]).contains("tok-123"));
     }
 
     #[test]
@@ -1525,6 +1655,79 @@ host_group = "k8s"
             "{e}"
         );
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn agents_and_teams_share_the_workflow_schema() {
+        let c = parse(
+            "[server]\ntimeout = 9\n\n[[agents]]\nid = \"support\"\nbase_url = \"http://a\"\nagent_id = \"support-agent\"\ncancel_on_disconnect = false\nauth_token = \"${HOST_TOKEN}\"\n\n[[teams]]\nid = \"research\"\nbase_urls = [\"http://a\", \"http://b\"]\nconfig_ttl = 3\n",
+        )
+        .unwrap();
+        let agent = c.entries_of(EntryKind::Agent).next().unwrap();
+        assert_eq!(
+            (agent.id.as_str(), agent.remote_id.as_str()),
+            ("support", "support-agent")
+        );
+        assert!(!agent.cancel_on_disconnect);
+        assert_eq!(agent.timeout, Duration::from_secs(9));
+        assert_eq!(agent.auth_token.as_ref().unwrap().expose(), "tok-123");
+        let team = c.entries_of(EntryKind::Team).next().unwrap();
+        assert_eq!(team.remote_id, "research");
+        assert_eq!(team.config_ttl, Duration::from_secs(3));
+        assert_eq!(
+            c.host_group(&team.host_group).unwrap().name,
+            "http://a,http://b"
+        );
+        assert_eq!(c.entries_of(EntryKind::Workflow).count(), 0);
+    }
+
+    #[test]
+    fn ids_are_unique_per_kind_only() {
+        let c = parse(
+            "[[agents]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://h\"\n[[workflows]]\nid = \"x\"\nbase_url = \"http://h\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.entries.len(), 3);
+        // Entries of every kind naming the same URL share one group.
+        assert_eq!(c.host_groups.len(), 1);
+        let e = err(
+            "[[workflows]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://h\"\n[[teams]]\nid = \"x\"\nbase_url = \"http://g\"\n",
+        );
+        assert!(e.starts_with("gw.toml:8:"), "{e}");
+        assert!(
+            e.contains("`teams.id`") && e.contains("duplicate id `x` (first defined on line 5)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn agent_and_team_mistakes_name_their_table() {
+        let e = err("[[agents]]\nid = \"a\"\nbase_url = \"http://h\"\nworkflow_id = \"w\"\n");
+        assert!(e.starts_with("gw.toml:4:"), "{e}");
+        assert!(
+            e.contains("`agents.workflow_id`") && e.contains("`agent_id`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\ntimeout = 0\n");
+        assert!(
+            e.starts_with("gw.toml:4:") && e.contains("`teams.timeout`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\ntimeot = 1\n");
+        assert!(
+            e.starts_with("gw.toml:4:") && e.contains("`teams.timeot`"),
+            "{e}"
+        );
+        let e = err("[[agents]]\nid = \"a b\"\nbase_url = \"http://h\"\n");
+        assert!(
+            e.starts_with("gw.toml:2:") && e.contains("`agents.id`"),
+            "{e}"
+        );
+        let e = err("[[teams]]\nid = \"t\"\nhost_group = \"nope\"\n");
+        assert!(
+            e.starts_with("gw.toml:3:") && e.contains("`teams.host_group`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1602,7 +1805,7 @@ host_group = "k8s"
         let src = "[server]\nlisten = \"0.0.0.0:1\"\n[[workflows]]\nid = \"a\"\nbase_url = \"http://h\"\n";
         let c = Config::parse(Path::new("gw.toml"), src, &env).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.workflows[0].timeout, Duration::from_secs(42));
+        assert_eq!(c.entries[0].timeout, Duration::from_secs(42));
         assert_eq!(c.server.drain_timeout, Duration::from_secs(600));
         assert_eq!(
             c.server.cors_origins.unwrap(),

@@ -1,5 +1,6 @@
 //! `agentos-gateway demo`: two embedded AgentOS-compatible hosts (an echo
-//! workflow and a slow streaming one) on loopback ephemeral ports, and the
+//! workflow and agent, and a slow streaming workflow and team) on loopback
+//! ephemeral ports, and the
 //! gateway in front of them, so list, run, stream and cancel can be tried
 //! with curl and no Python. Metrics and the hosts' view are on the admin
 //! listener, [`DEMO_ADMIN`] when that port is free.
@@ -11,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, EntryKind};
 use crate::fakehost::{self, FakeHostSpec};
 use crate::server;
 use crate::state::AppState;
@@ -35,11 +36,14 @@ pub async fn run(listen: SocketAddr) -> std::io::Result<()> {
     for spec in [FakeHostSpec::demo_echo(), FakeHostSpec::demo_slow()] {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        for workflow in &spec.workflows {
-            toml.push_str(&format!(
-                "\n[[workflows]]\nid = \"{}\"\nbase_url = \"{base_url}\"\n",
-                workflow.id
-            ));
+        for kind in EntryKind::ALL {
+            for entry in spec.entries(kind) {
+                toml.push_str(&format!(
+                    "\n[[{}]]\nid = \"{}\"\nbase_url = \"{base_url}\"\n",
+                    kind.plural(),
+                    entry.id
+                ));
+            }
         }
         tracing::info!(host = %base_url, os_id = %spec.os_id, "demo host started");
         let stop = stop_hosts.clone().cancelled_owned();
@@ -76,6 +80,11 @@ pub async fn run(listen: SocketAddr) -> std::io::Result<()> {
         "  curl -N -X POST http://{addr}/workflows/slow-story/runs -d message=tell -d run_id=r1"
     );
     tracing::info!("  curl -s -X POST http://{addr}/workflows/slow-story/runs/r1/cancel");
+    tracing::info!("  curl -s http://{addr}/agents");
+    tracing::info!(
+        "  curl -s -X POST http://{addr}/agents/assistant/runs -d message=hello -d stream=false"
+    );
+    tracing::info!("  curl -N -X POST http://{addr}/teams/storytellers/runs -d message=tell");
     if let Some(admin) = &admin {
         tracing::info!("  curl -s http://{}/metrics", admin.addr());
     }

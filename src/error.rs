@@ -5,7 +5,7 @@
 //! Each variant is one failure phase; the variant alone decides the status
 //! code, so handlers never pick statuses for failures themselves.
 //!
-//! A caller's `detail` names the workflow whose host failed and how, never
+//! A caller's `detail` names the agent, team or workflow whose host failed and how, never
 //! the host's address: base URLs, IPs and ports are internal. The upstream
 //! variants keep the base URL and the root cause for the log
 //! ([`GatewayError::upstream_cause`]).
@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::client::{ClientError, UnavailablePhase};
+use crate::config::EntryKind;
 
 /// A failed call the gateway made to a host group on a caller's behalf: the
 /// host's failure as the client library classifies it, or one of the
@@ -83,8 +84,8 @@ pub enum Subject {
     /// Not known where the error was made (the proxy's own conversions).
     #[default]
     Host,
-    /// The host of a workflow, by gateway id.
-    Workflow(String),
+    /// The host of an agent, team or workflow, by gateway id.
+    Entry(EntryKind, String),
 }
 
 /// `{}` writes "the host of workflow 'x'"; `{:#}` capitalises it, for the
@@ -94,7 +95,7 @@ impl fmt::Display for Subject {
         let the = if f.alternate() { "The" } else { "the" };
         match self {
             Subject::Host => write!(f, "{the} host"),
-            Subject::Workflow(id) => write!(f, "{the} host of workflow '{id}'"),
+            Subject::Entry(kind, id) => write!(f, "{the} host of {kind} '{id}'"),
         }
     }
 }
@@ -105,9 +106,10 @@ pub enum GatewayError {
     /// The route exists but not for this method (FastAPI's default 405 body).
     #[error("Method Not Allowed")]
     MethodNotAllowed,
-    /// The path names no configured workflow (AgentOS says exactly this).
-    #[error("Workflow not found")]
-    WorkflowNotFound,
+    /// The path names no configured agent, team or workflow (AgentOS's
+    /// details: "Agent not found", "Team not found", "Workflow not found").
+    #[error("{}", .0.not_found())]
+    NotFound(EntryKind),
     /// No route matches (FastAPI's default 404 body).
     #[error("Not Found")]
     RouteNotFound,
@@ -170,7 +172,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::WorkflowNotFound | GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound(_) | GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamBroken { .. }
             | GatewayError::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
@@ -188,7 +190,9 @@ impl GatewayError {
     /// A short, stable label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            GatewayError::WorkflowNotFound => "workflow_not_found",
+            GatewayError::NotFound(EntryKind::Agent) => "agent_not_found",
+            GatewayError::NotFound(EntryKind::Team) => "team_not_found",
+            GatewayError::NotFound(EntryKind::Workflow) => "workflow_not_found",
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::UpstreamConnect { .. } => "connect",
             GatewayError::UpstreamUnreachable { .. } => "connect_timeout",
@@ -204,15 +208,15 @@ impl GatewayError {
         }
     }
 
-    /// The same error, its `detail` naming the host of workflow `id`.
-    pub fn for_workflow(mut self, id: &str) -> GatewayError {
+    /// The same error, its `detail` naming the host of the `kind` entry `id`.
+    pub fn for_entry(mut self, kind: EntryKind, id: &str) -> GatewayError {
         match &mut self {
             GatewayError::UpstreamConnect { subject, .. }
             | GatewayError::UpstreamUnreachable { subject, .. }
             | GatewayError::UpstreamTimeout { subject, .. }
             | GatewayError::UpstreamBroken { subject, .. }
             | GatewayError::UpstreamInvalid { subject, .. } => {
-                *subject = Subject::Workflow(id.to_owned());
+                *subject = Subject::Entry(kind, id.to_owned());
             }
             _ => {}
         }
@@ -245,7 +249,7 @@ impl GatewayError {
 
 impl From<ClientError> for GatewayError {
     /// The subject is [`Subject::Host`] until the caller's context names it
-    /// ([`GatewayError::for_workflow`]).
+    /// ([`GatewayError::for_entry`]).
     fn from(e: ClientError) -> Self {
         let subject = Subject::Host;
         match e {
@@ -395,7 +399,7 @@ mod tests {
             ),
         ];
         for (client_error, detail, status, kind) in cases {
-            let error = GatewayError::from(client_error).for_workflow("echo");
+            let error = GatewayError::from(client_error).for_entry(EntryKind::Workflow, "echo");
             assert_eq!(error.to_string(), detail);
             assert_eq!((error.status(), error.kind()), (status, kind));
             // The log still learns where and why.
@@ -417,7 +421,10 @@ mod tests {
             status: StatusCode::UNAUTHORIZED,
             detail: "Unauthorized".to_owned(),
         };
-        assert_eq!(status.for_workflow("echo").to_string(), "Unauthorized");
+        assert_eq!(
+            status.for_entry(EntryKind::Workflow, "echo").to_string(),
+            "Unauthorized"
+        );
     }
 
     #[test]
@@ -449,7 +456,7 @@ mod tests {
             ),
         ];
         for (upstream_error, detail, status) in cases {
-            let error = GatewayError::from(upstream_error).for_workflow("echo");
+            let error = GatewayError::from(upstream_error).for_entry(EntryKind::Workflow, "echo");
             assert_eq!(
                 (error.to_string().as_str(), error.status()),
                 (detail, status)

@@ -1,12 +1,14 @@
-//! An in-process, AgentOS-compatible host for the demo (and anything else that
-//! needs a real-looking AgentOS without Python): the discovery routes, runs
-//! as JSON or as an event stream in AgentOS's exact framing, background runs,
-//! run look-ups, in-process cancel, and an optional security key.
+//! An in-process, AgentOS-compatible host for the demo, tests and anything
+//! else that needs a real-looking AgentOS without Python: the discovery
+//! routes, agent, team and workflow runs as JSON or as an event stream in
+//! AgentOS's exact framing, background runs, run look-ups, continue,
+//! in-process cancel, and an optional security key.
 //!
-//! Workflows need no model: [`FakeBehavior::Echo`] echoes its input in one
-//! step; [`FakeBehavior::SlowStream`] streams `events` progress events with a
-//! gap between them and honours cancel between events, as AgentOS's
-//! cooperative cancel does.
+//! Nothing needs a model: [`FakeBehavior::Echo`] answers with its input;
+//! [`FakeBehavior::SlowStream`] streams `events` progress events (a
+//! workflow's `StepProgress`, an agent's `RunContent`, a team's
+//! `TeamRunContent`) with a gap between them and honours cancel between
+//! events, as AgentOS's cooperative cancel does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,75 +25,102 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::config::EntryKind;
+
 /// One fake AgentOS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FakeHostSpec {
     pub os_id: String,
     pub name: String,
     pub description: Option<String>,
-    /// The database its workflows report; `/config` lists it.
+    /// The database its entries report; `/config` lists it.
     pub db_id: Option<String>,
-    pub workflows: Vec<FakeWorkflow>,
+    pub agents: Vec<FakeEntry>,
+    pub teams: Vec<FakeEntry>,
+    pub workflows: Vec<FakeEntry>,
     /// When set, every route but `/` and `/health` needs
     /// `Authorization: Bearer <key>`, as AgentOS's `OS_SECURITY_KEY`.
     pub security_key: Option<String>,
 }
 
-/// One workflow of a fake host.
+/// One agent, team or workflow of a fake host.
 #[derive(Debug, Clone)]
-pub struct FakeWorkflow {
+pub struct FakeEntry {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
     pub behavior: FakeBehavior,
 }
 
-/// What a fake workflow does with its input.
+/// What a fake entry does with its input.
 #[derive(Debug, Clone)]
 pub enum FakeBehavior {
-    /// One step whose content is the input, echoed.
+    /// Answers with the input, echoed (a workflow in one step).
     Echo,
-    /// One step that streams `events` progress events, `gap` apart,
-    /// stopping early when the run is cancelled.
+    /// Streams `events` progress events, `gap` apart, stopping early when
+    /// the run is cancelled.
     SlowStream { events: usize, gap: Duration },
 }
 
 impl FakeHostSpec {
-    /// The demo's first host: workflow `echo`.
+    /// The demo's first host: workflow `echo` and agent `assistant`.
     pub fn demo_echo() -> Self {
         FakeHostSpec {
             os_id: "demo-echo-host".into(),
             name: "Demo echo host".into(),
             description: Some("An embedded AgentOS-compatible demo host".into()),
             db_id: Some("demo-echo-db".into()),
-            workflows: vec![FakeWorkflow {
+            agents: vec![FakeEntry {
+                id: "assistant".into(),
+                name: "Assistant".into(),
+                description: Some("Answers with what it was told".into()),
+                behavior: FakeBehavior::Echo,
+            }],
+            workflows: vec![FakeEntry {
                 id: "echo".into(),
                 name: "Echo".into(),
                 description: Some("Echoes its input back".into()),
                 behavior: FakeBehavior::Echo,
             }],
-            security_key: None,
+            ..FakeHostSpec::default()
         }
     }
 
     /// The demo's second host: workflow `slow-story`, which streams a
-    /// short story a word at a time.
+    /// short story a word at a time, and team `storytellers`, which does
+    /// the same as a team.
     pub fn demo_slow() -> Self {
+        let slow = FakeBehavior::SlowStream {
+            events: 20,
+            gap: Duration::from_millis(250),
+        };
         FakeHostSpec {
             os_id: "demo-slow-host".into(),
             name: "Demo story host".into(),
             description: Some("An embedded AgentOS-compatible demo host".into()),
             db_id: Some("demo-slow-db".into()),
-            workflows: vec![FakeWorkflow {
+            teams: vec![FakeEntry {
+                id: "storytellers".into(),
+                name: "Storytellers".into(),
+                description: Some("Tell a story together, a word at a time".into()),
+                behavior: slow.clone(),
+            }],
+            workflows: vec![FakeEntry {
                 id: "slow-story".into(),
                 name: "Slow story".into(),
                 description: Some("Streams a story a word at a time; try cancelling it".into()),
-                behavior: FakeBehavior::SlowStream {
-                    events: 20,
-                    gap: Duration::from_millis(250),
-                },
+                behavior: slow,
             }],
-            security_key: None,
+            ..FakeHostSpec::default()
+        }
+    }
+
+    /// The entries of `kind`.
+    pub fn entries(&self, kind: EntryKind) -> &[FakeEntry] {
+        match kind {
+            EntryKind::Agent => &self.agents,
+            EntryKind::Team => &self.teams,
+            EntryKind::Workflow => &self.workflows,
         }
     }
 }
@@ -105,7 +134,7 @@ const STORY: &[&str] = &[
 struct HostState {
     spec: FakeHostSpec,
     instantiated_at: String,
-    /// Runs by id, for look-ups and background runs.
+    /// Runs by id, for look-ups, continues and background runs.
     runs: Mutex<HashMap<String, Value>>,
     /// Cancel intent, kept even for runs that have not started (AgentOS
     /// stores intent the same way).
@@ -115,26 +144,48 @@ struct HostState {
 type Shared = Arc<HostState>;
 
 impl HostState {
-    fn workflow(&self, id: &str) -> Option<&FakeWorkflow> {
-        self.spec.workflows.iter().find(|w| w.id == id)
+    fn entry(&self, kind: EntryKind, id: &str) -> Option<&FakeEntry> {
+        self.spec.entries(kind).iter().find(|w| w.id == id)
     }
+
     fn is_cancelled(&self, run_id: &str) -> bool {
         self.cancelled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(run_id)
     }
+
     fn store(&self, run: Value) {
-        if let Some(run_id) = run["run_id"].as_str() {
+        if let Some(id) = run["run_id"].as_str() {
             self.runs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(run_id.to_owned(), run);
+                .insert(id.to_owned(), run);
         }
+    }
+
+    fn run(&self, run_id: &str) -> Option<Value> {
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run_id)
+            .cloned()
     }
 }
 
-/// All routes of the fake host.
+/// The kind whose collection `uri` is under.
+fn kind_of(uri: &Uri) -> EntryKind {
+    let path = uri.path();
+    if path.starts_with("/agents") {
+        EntryKind::Agent
+    } else if path.starts_with("/teams") {
+        EntryKind::Team
+    } else {
+        EntryKind::Workflow
+    }
+}
+
+/// The fake host as an axum router.
 pub fn router(spec: FakeHostSpec) -> Router {
     let state = Arc::new(HostState {
         spec,
@@ -144,15 +195,27 @@ pub fn router(spec: FakeHostSpec) -> Router {
         runs: Mutex::default(),
         cancelled: Mutex::default(),
     });
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(home))
         .route("/health", get(health))
-        .route("/config", get(config))
-        .route("/workflows", get(list_workflows))
-        .route("/workflows/{id}", get(workflow_detail))
-        .route("/workflows/{id}/runs", post(create_run).get(list_runs))
-        .route("/workflows/{id}/runs/{run_id}", get(get_run))
-        .route("/workflows/{id}/runs/{run_id}/cancel", post(cancel_run))
+        .route("/config", get(config));
+    for kind in EntryKind::ALL {
+        let p = format!("/{}", kind.plural());
+        router = router
+            .route(&p, get(list))
+            .route(&format!("{p}/{{id}}"), get(entry_detail))
+            .route(&format!("{p}/{{id}}/runs"), post(create_run).get(list_runs))
+            .route(&format!("{p}/{{id}}/runs/{{run_id}}"), get(get_run))
+            .route(
+                &format!("{p}/{{id}}/runs/{{run_id}}/cancel"),
+                post(cancel_run),
+            )
+            .route(
+                &format!("{p}/{{id}}/runs/{{run_id}}/continue"),
+                post(continue_run),
+            );
+    }
+    router
         .layer(middleware::from_fn_with_state(state.clone(), security_key))
         .with_state(state)
 }
@@ -170,6 +233,10 @@ pub async fn serve(
 
 fn detail(status: StatusCode, text: &str) -> Response {
     (status, axum::Json(json!({ "detail": text }))).into_response()
+}
+
+fn not_found(kind: EntryKind) -> Response {
+    detail(StatusCode::NOT_FOUND, kind.not_found())
 }
 
 async fn security_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -201,20 +268,59 @@ async fn health(State(state): State<Shared>) -> Response {
     axum::Json(json!({"status": "ok", "instantiated_at": state.instantiated_at})).into_response()
 }
 
-fn summary(state: &HostState, workflow: &FakeWorkflow) -> Value {
+/// The fake model agents and teams report.
+const MODEL_ID: &str = "fake-model";
+const MODEL_PROVIDER: &str = "Fake";
+
+/// AgentOS's summary of an entry (`AgentSummaryResponse`,
+/// `TeamSummaryResponse`, `WorkflowSummaryResponse`), nulls omitted.
+fn summary(state: &HostState, kind: EntryKind, entry: &FakeEntry) -> Value {
     let mut out = Map::new();
-    out.insert("id".into(), workflow.id.clone().into());
-    out.insert("name".into(), workflow.name.clone().into());
-    if let Some(description) = &workflow.description {
+    out.insert("id".into(), entry.id.clone().into());
+    out.insert("name".into(), entry.name.clone().into());
+    if let Some(description) = &entry.description {
         out.insert("description".into(), description.clone().into());
     }
     if let Some(db_id) = &state.spec.db_id {
         out.insert("db_id".into(), db_id.clone().into());
     }
-    out.insert("is_factory".into(), false.into());
-    out.insert("is_component".into(), false.into());
+    match kind {
+        EntryKind::Workflow => {
+            out.insert("is_factory".into(), false.into());
+            out.insert("is_component".into(), false.into());
+        }
+        EntryKind::Team | EntryKind::Agent => {
+            if kind == EntryKind::Team {
+                out.insert("mode".into(), "coordinate".into());
+            }
+            out.insert(
+                "model".into(),
+                json!({"id": MODEL_ID, "provider": MODEL_PROVIDER}),
+            );
+        }
+    }
     out.insert("sandboxed".into(), false.into());
     Value::Object(out)
+}
+
+/// AgentOS's whole document of an entry (`AgentResponse`, `TeamResponse`,
+/// `WorkflowResponse`), in part.
+fn document(state: &HostState, kind: EntryKind, entry: &FakeEntry) -> Value {
+    let mut doc = summary(state, kind, entry);
+    match kind {
+        EntryKind::Workflow => {
+            doc["steps"] = json!([{"name": step_name(entry), "type": "Step"}]);
+            doc["workflow_agent"] = false.into();
+        }
+        EntryKind::Agent | EntryKind::Team => {
+            doc["model"] =
+                json!({"name": "FakeModel", "model": MODEL_ID, "provider": MODEL_PROVIDER});
+            if kind == EntryKind::Team {
+                doc["members"] = json!([]);
+            }
+        }
+    }
+    doc
 }
 
 async fn config(State(state): State<Shared>) -> Response {
@@ -230,12 +336,14 @@ async fn config(State(state): State<Shared>) -> Response {
             }
         }
     };
-    let workflows: Vec<Value> = state
-        .spec
-        .workflows
-        .iter()
-        .map(|w| summary(&state, w))
-        .collect();
+    let summaries = |kind| -> Vec<Value> {
+        state
+            .spec
+            .entries(kind)
+            .iter()
+            .map(|w| summary(&state, kind, w))
+            .collect()
+    };
     axum::Json(json!({
         "os_id": state.spec.os_id,
         "description": state.spec.description,
@@ -250,37 +358,41 @@ async fn config(State(state): State<Shared>) -> Response {
         "evals": dbs(Some("agno_eval_runs")),
         "traces": dbs(None),
         "queue": {"durable": false, "queue_per_session": false},
-        "agents": [],
-        "teams": [],
-        "workflows": workflows,
+        "agents": summaries(EntryKind::Agent),
+        "teams": summaries(EntryKind::Team),
+        "workflows": summaries(EntryKind::Workflow),
         "interfaces": [],
         "company": null,
     }))
     .into_response()
 }
 
-async fn list_workflows(State(state): State<Shared>) -> Response {
+/// `GET /agents` and `GET /teams` list whole documents, `GET /workflows`
+/// summaries, as AgentOS does.
+async fn list(State(state): State<Shared>, uri: Uri) -> Response {
+    let kind = kind_of(&uri);
     let list: Vec<Value> = state
         .spec
-        .workflows
+        .entries(kind)
         .iter()
-        .map(|w| summary(&state, w))
+        .map(|w| match kind {
+            EntryKind::Workflow => summary(&state, kind, w),
+            EntryKind::Agent | EntryKind::Team => document(&state, kind, w),
+        })
         .collect();
     axum::Json(list).into_response()
 }
 
-async fn workflow_detail(State(state): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(workflow) = state.workflow(&id) else {
-        return detail(StatusCode::NOT_FOUND, "Workflow not found");
-    };
-    let mut doc = summary(&state, workflow);
-    doc["steps"] = json!([{"name": step_name(workflow), "type": "Step"}]);
-    doc["workflow_agent"] = false.into();
-    axum::Json(doc).into_response()
+async fn entry_detail(State(state): State<Shared>, uri: Uri, Path(id): Path<String>) -> Response {
+    let kind = kind_of(&uri);
+    match state.entry(kind, &id) {
+        Some(entry) => axum::Json(document(&state, kind, entry)).into_response(),
+        None => not_found(kind),
+    }
 }
 
-fn step_name(workflow: &FakeWorkflow) -> &'static str {
-    match workflow.behavior {
+fn step_name(entry: &FakeEntry) -> &'static str {
+    match entry.behavior {
         FakeBehavior::Echo => "echo",
         FakeBehavior::SlowStream { .. } => "tell",
     }
@@ -336,21 +448,29 @@ fn now() -> u64 {
 /// One run's identity, shared by its events and its output.
 #[derive(Clone)]
 struct RunCtx {
-    workflow: FakeWorkflow,
+    kind: EntryKind,
+    entry: FakeEntry,
     run_id: String,
     session_id: String,
     user_id: Option<String>,
     message: String,
+    /// A continued run starts with `RunContinued` instead of `RunStarted`.
+    continued: bool,
 }
 
 impl RunCtx {
     /// An event in AgentOS's field order.
     fn event(&self, name: &str, extra: Value) -> Value {
+        let (id_key, name_key) = match self.kind {
+            EntryKind::Agent => ("agent_id", "agent_name"),
+            EntryKind::Team => ("team_id", "team_name"),
+            EntryKind::Workflow => ("workflow_id", "workflow_name"),
+        };
         let mut out = Map::new();
         out.insert("created_at".into(), now().into());
         out.insert("event".into(), name.into());
-        out.insert("workflow_id".into(), self.workflow.id.clone().into());
-        out.insert("workflow_name".into(), self.workflow.name.clone().into());
+        out.insert(id_key.into(), self.entry.id.clone().into());
+        out.insert(name_key.into(), self.entry.name.clone().into());
         out.insert("session_id".into(), self.session_id.clone().into());
         out.insert("run_id".into(), self.run_id.clone().into());
         out.insert("nested_depth".into(), 0.into());
@@ -360,40 +480,121 @@ impl RunCtx {
         Value::Object(out)
     }
 
+    /// An agent's event `name` (`RunContent`), or a team's (`TeamRunContent`).
+    fn run_event(&self, name: &str, extra: Value) -> Value {
+        match self.kind {
+            EntryKind::Team => self.event(&format!("Team{name}"), extra),
+            _ => self.event(name, extra),
+        }
+    }
+
     fn step(&self, name: &str, extra: Value) -> Value {
-        let mut fields = json!({"step_name": step_name(&self.workflow), "step_index": 0});
+        let mut fields = json!({"step_name": step_name(&self.entry), "step_index": 0});
         if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
             fields.extend(extra);
         }
         self.event(name, fields)
     }
 
-    /// The run's `WorkflowRunOutput.to_dict()`.
+    /// The run's `RunOutput`, `TeamRunOutput` or `WorkflowRunOutput`
+    /// `.to_dict()`, in part.
     fn output(&self, content: &str, status: &str) -> Value {
+        let prefix = match self.kind {
+            EntryKind::Agent => "agent",
+            EntryKind::Team => "team",
+            EntryKind::Workflow => "workflow",
+        };
         let mut out = json!({
-            "input": self.message,
-            "content": content,
-            "content_type": "str",
-            "workflow_id": self.workflow.id,
-            "workflow_name": self.workflow.name,
             "run_id": self.run_id,
             "session_id": self.session_id,
         });
+        out[format!("{prefix}_id")] = self.entry.id.clone().into();
+        out[format!("{prefix}_name")] = self.entry.name.clone().into();
         if let Some(user_id) = &self.user_id {
             out["user_id"] = user_id.clone().into();
         }
+        out["content"] = content.into();
+        out["content_type"] = "str".into();
         out["created_at"] = now().into();
         out["status"] = status.into();
         out["metadata"] = json!({});
-        out["step_results"] = json!([{"content": content, "step_name": step_name(&self.workflow), "step_type": "Step", "executor_type": "function", "success": true, "stop": false, "is_paused": false}]);
-        out["metrics"] = json!({"steps": {}});
+        if self.kind == EntryKind::Workflow {
+            out["input"] = self.message.clone().into();
+            out["step_results"] = json!([{"content": content, "step_name": step_name(&self.entry), "step_type": "Step", "executor_type": "function", "success": true, "stop": false, "is_paused": false}]);
+            out["metrics"] = json!({"steps": {}});
+        } else {
+            out["input"] = json!({"input_content": self.message});
+            out["model"] = MODEL_ID.into();
+            out["model_provider"] = MODEL_PROVIDER.into();
+        }
         out
     }
 }
 
-/// Runs the workflow, sending each event to `events` (dropped when nobody
+/// Runs the entry, sending each event to `events` (dropped when nobody
 /// listens), and returns the final output.
 async fn execute(state: &HostState, ctx: &RunCtx, events: Option<&mpsc::Sender<Value>>) -> Value {
+    match ctx.kind {
+        EntryKind::Workflow => execute_workflow(state, ctx, events).await,
+        EntryKind::Agent | EntryKind::Team => execute_agent(state, ctx, events).await,
+    }
+}
+
+/// An agent's or a team's run: started (or continued), content, completed.
+async fn execute_agent(
+    state: &HostState,
+    ctx: &RunCtx,
+    events: Option<&mpsc::Sender<Value>>,
+) -> Value {
+    let emit = |event: Value| async move {
+        match events {
+            Some(tx) => tx.send(event).await.is_ok(),
+            None => true,
+        }
+    };
+    let first = if ctx.continued {
+        "RunContinued"
+    } else {
+        "RunStarted"
+    };
+    let model = json!({"model": MODEL_ID, "model_provider": MODEL_PROVIDER});
+    emit(ctx.run_event(first, model)).await;
+    let content = match &ctx.entry.behavior {
+        FakeBehavior::Echo => {
+            let content = ctx.message.clone();
+            let fields = json!({"content": content, "content_type": "str"});
+            emit(ctx.run_event("RunContent", fields)).await;
+            content
+        }
+        FakeBehavior::SlowStream { events: count, gap } => {
+            let mut told = Vec::new();
+            for i in 0..*count {
+                if state.is_cancelled(&ctx.run_id) {
+                    let reason = format!("Run {} was cancelled", ctx.run_id);
+                    emit(ctx.run_event("RunCancelled", json!({"reason": reason}))).await;
+                    return ctx.output(&reason, "CANCELLED");
+                }
+                let word = STORY[i % STORY.len()];
+                told.push(word);
+                let fields = json!({"content": word, "content_type": "str"});
+                if !emit(ctx.run_event("RunContent", fields)).await {
+                    return ctx.output("Operation cancelled by user", "CANCELLED");
+                }
+                tokio::time::sleep(*gap).await;
+            }
+            told.join(" ")
+        }
+    };
+    let fields = json!({"content": content, "content_type": "str"});
+    emit(ctx.run_event("RunCompleted", fields)).await;
+    ctx.output(&content, "COMPLETED")
+}
+
+async fn execute_workflow(
+    state: &HostState,
+    ctx: &RunCtx,
+    events: Option<&mpsc::Sender<Value>>,
+) -> Value {
     let emit = |event: Value| async move {
         match events {
             Some(tx) => tx.send(event).await.is_ok(),
@@ -402,7 +603,7 @@ async fn execute(state: &HostState, ctx: &RunCtx, events: Option<&mpsc::Sender<V
     };
     emit(ctx.event("WorkflowStarted", json!({}))).await;
     emit(ctx.step("StepStarted", json!({}))).await;
-    let content = match &ctx.workflow.behavior {
+    let content = match &ctx.entry.behavior {
         FakeBehavior::Echo => ctx.message.clone(),
         FakeBehavior::SlowStream { events: count, gap } => {
             let mut told = Vec::new();
@@ -467,8 +668,9 @@ async fn create_run(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let Some(workflow) = state.workflow(&id).cloned() else {
-        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    let kind = kind_of(request.uri());
+    let Some(entry) = state.entry(kind, &id).cloned() else {
+        return not_found(kind);
     };
     let fields = match form_fields(request).await {
         Ok(fields) => fields,
@@ -477,14 +679,10 @@ async fn create_run(
     let Some(message) = fields.get("message").cloned() else {
         return missing_message();
     };
-    let flag = |name: &str, default: bool| {
-        fields.get(name).map_or(default, |v| {
-            matches!(v.as_str(), "true" | "1" | "yes" | "on")
-        })
-    };
     let new_id = || uuid::Uuid::new_v4().to_string();
     let ctx = RunCtx {
-        workflow,
+        kind,
+        entry,
         run_id: fields.get("run_id").cloned().unwrap_or_else(new_id),
         session_id: fields
             .get("session_id")
@@ -493,6 +691,58 @@ async fn create_run(
             .unwrap_or_else(new_id),
         user_id: fields.get("user_id").cloned(),
         message,
+        continued: false,
+    };
+    respond(state, ctx, &fields).await
+}
+
+/// `POST .../runs/{run_id}/continue`: continues a stored run (paused or
+/// not) in its session; its answer is what the caller sent in `tools`
+/// (agents), `requirements` (teams) or `input`, so a test sees the form
+/// arrive as it was sent.
+async fn continue_run(
+    State(state): State<Shared>,
+    Path((id, run_id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let kind = kind_of(request.uri());
+    let Some(entry) = state.entry(kind, &id).cloned() else {
+        return not_found(kind);
+    };
+    let fields = match form_fields(request).await {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let Some(run) = state.run(&run_id) else {
+        return detail(StatusCode::NOT_FOUND, "Run not found");
+    };
+    let said = ["tools", "requirements", "input"]
+        .iter()
+        .find_map(|k| fields.get(*k).filter(|v| !v.is_empty()))
+        .cloned()
+        .unwrap_or_default();
+    let ctx = RunCtx {
+        kind,
+        entry: FakeEntry {
+            behavior: FakeBehavior::Echo,
+            ..entry
+        },
+        run_id,
+        session_id: run["session_id"].as_str().unwrap_or_default().to_owned(),
+        user_id: run["user_id"].as_str().map(str::to_owned),
+        message: said,
+        continued: true,
+    };
+    respond(state, ctx, &fields).await
+}
+
+/// Runs `ctx` as `fields` ask: streamed (the default), as JSON, or in the
+/// background.
+async fn respond(state: Shared, ctx: RunCtx, fields: &HashMap<String, String>) -> Response {
+    let flag = |name: &str, default: bool| {
+        fields.get(name).map_or(default, |v| {
+            matches!(v.as_str(), "true" | "True" | "1" | "yes" | "on")
+        })
     };
     let (stream, background) = (flag("stream", true), flag("background", false));
     if background && !stream {
@@ -534,10 +784,12 @@ async fn create_run(
 
 async fn cancel_run(
     State(state): State<Shared>,
+    uri: Uri,
     Path((id, run_id)): Path<(String, String)>,
 ) -> Response {
-    if state.workflow(&id).is_none() {
-        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    let kind = kind_of(&uri);
+    if state.entry(kind, &id).is_none() {
+        return not_found(kind);
     }
     state
         .cancelled
@@ -549,11 +801,13 @@ async fn cancel_run(
 
 async fn get_run(
     State(state): State<Shared>,
+    uri: Uri,
     Path((id, run_id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if state.workflow(&id).is_none() {
-        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    let kind = kind_of(&uri);
+    if state.entry(kind, &id).is_none() {
+        return not_found(kind);
     }
     if !query.contains_key("session_id") {
         return (
@@ -562,26 +816,27 @@ async fn get_run(
         )
             .into_response();
     }
-    let runs = state.runs.lock().unwrap_or_else(PoisonError::into_inner);
-    match runs.get(&run_id) {
-        Some(run) if run["workflow_id"] == id.as_str() => axum::Json(run.clone()).into_response(),
+    match state.run(&run_id) {
+        Some(run) if run[kind.remote_key()] == id.as_str() => axum::Json(run).into_response(),
         _ => detail(StatusCode::NOT_FOUND, "Run not found"),
     }
 }
 
 async fn list_runs(
     State(state): State<Shared>,
+    uri: Uri,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if state.workflow(&id).is_none() {
-        return detail(StatusCode::NOT_FOUND, "Workflow not found");
+    let kind = kind_of(&uri);
+    if state.entry(kind, &id).is_none() {
+        return not_found(kind);
     }
     let session_id = query.get("session_id");
     let runs = state.runs.lock().unwrap_or_else(PoisonError::into_inner);
     let list: Vec<Value> = runs
         .values()
-        .filter(|r| r["workflow_id"] == id.as_str())
+        .filter(|r| r[kind.remote_key()] == id.as_str())
         .filter(|r| session_id.is_none_or(|s| r["session_id"] == s.as_str()))
         .cloned()
         .collect();

@@ -153,7 +153,7 @@ fn cors(server: &ServerConfig) -> CorsLayer {
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             REQUEST_ID,
-            HeaderName::from_static(crate::routes::workflows::CACHE_HEADER),
+            HeaderName::from_static(crate::routes::entries::CACHE_HEADER),
             header::CONTENT_TYPE,
         ])
         .max_age(Duration::from_secs(600));

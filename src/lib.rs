@@ -1,10 +1,12 @@
 //! agentos-gateway: one front door for many agno AgentOS hosts.
 //!
-//! It answers the AgentOS HTTP API itself, so agno's clients (RemoteWorkflow,
-//! AgentOSClient, the AgentOS web UI) point at it as they would at an AgentOS.
+//! It answers the AgentOS HTTP API itself, so agno's clients (RemoteAgent,
+//! RemoteTeam, RemoteWorkflow, AgentOSClient, the AgentOS web UI) point at it
+//! as they would at an AgentOS.
 //!
 //! Module map, in the order a request meets them:
-//! - [`config`]: the TOML schema, defaults and start-up validation.
+//! - [`config`]: the TOML schema (agents, teams and workflows share one entry
+//!   schema), defaults and start-up validation.
 //! - [`server`]: serving the app on a bound listener (hyper frames every
 //!   connection, within the connection limits), and shutdown signals.
 //! - [`layers`]: request ids, tracing, trace context, access log, body limit, CORS: tower
@@ -12,9 +14,10 @@
 //! - [`observability`]: Prometheus metrics, the access log layer, the W3C trace context
 //!   layer and the optional OTLP export of the gateway's spans.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
-//!   resource (`health`, `config`, `workflows`).
+//!   resource (`health`, `config`, `entries`: agents, teams and workflows alike).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
-//! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
+//! - [`upstream`]: which host runs which agent, team or workflow, run owners,
+//!   and the moka metadata cache.
 //! - [`client`]: the `agentos-client` crate (`crates/agentos-client`), re-exported: the Rust
 //!   `RemoteWorkflow` library, and the per-host HTTP client and error mapping the gateway's
 //!   metadata calls go through. It has no server-side dependencies of its own.

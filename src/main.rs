@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentos_gateway::admin::Admin;
-use agentos_gateway::config::Config;
+use agentos_gateway::config::{Config, EntryKind};
 use agentos_gateway::state::{AppState, SharedState};
 use agentos_gateway::{demo, reload, server};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -79,9 +79,11 @@ fn main() -> ExitCode {
         Command::Check => match load(cli.config.as_ref()) {
             Ok((path, config)) => {
                 println!(
-                    "{}: ok ({} workflows on {} host groups, listen {}, admin {})",
+                    "{}: ok ({} agents, {} teams, {} workflows on {} host groups, listen {}, admin {})",
                     path.display(),
-                    config.workflows.len(),
+                    config.entries_of(EntryKind::Agent).count(),
+                    config.entries_of(EntryKind::Team).count(),
+                    config.entries_of(EntryKind::Workflow).count(),
                     config.host_groups.len(),
                     config.server.listen,
                     config
@@ -131,7 +133,7 @@ async fn serve(path: PathBuf, config: Config, source: String) -> std::io::Result
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        workflows = config.workflows.len(),
+        entries = config.entries.len(),
         "agentos-gateway ready"
     );
     let signals = server::signals(state.hurry.clone());

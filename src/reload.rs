@@ -1,5 +1,5 @@
 //! Config reload: SIGHUP, or a change of the config file, loads the file
-//! again, validates it fully and swaps the new workflows and host groups in
+//! again, validates it fully and swaps the new agents, teams, workflows and host groups in
 //! at once ([`AppState::replace_upstreams`]).
 //!
 //! New requests see the new routes; requests and streams under way keep the
@@ -189,14 +189,14 @@ fn apply(state: &AppState, next: Loaded, trigger: Trigger) {
     if pending_restart.is_empty() {
         tracing::info!(
             trigger = trigger.as_str(),
-            workflows = config.workflows.len(),
+            entries = config.entries.len(),
             host_groups = config.host_groups.len(),
             "config reloaded"
         );
     } else {
         tracing::warn!(
             trigger = trigger.as_str(),
-            workflows = config.workflows.len(),
+            entries = config.entries.len(),
             host_groups = config.host_groups.len(),
             restart_needed_for = %pending_restart.join(", "),
             "config reloaded; changes to these tables take effect at the next restart"

@@ -24,7 +24,8 @@ pub struct AppState {
     /// Read at start; a reload that changes it is applied at the next
     /// restart (see [`crate::reload`]).
     pub server: ServerConfig,
-    /// The workflows and host groups in service; see [`AppState::upstreams`].
+    /// The agents, teams, workflows and host groups in service; see
+    /// [`AppState::upstreams`].
     upstreams: ArcSwap<Upstreams>,
     /// Which replica owns which run. Outlives reloads, so a run started
     /// before one still reaches its replica.
@@ -78,7 +79,7 @@ impl AppState {
         }))
     }
 
-    /// The workflows and host groups in service now. A request loads this
+    /// The entries and host groups in service now. A request loads this
     /// once and keeps what it found to its end, so a reload never changes
     /// the host of a request (or stream) already under way.
     pub fn upstreams(&self) -> Guard<Arc<Upstreams>> {

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use agentos_gateway::config::EntryKind;
 use common::*;
 use serde_json::Value;
 
@@ -34,10 +35,15 @@ async fn concurrent_misses_coalesce_into_one_fetch() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&workflow("w", &host.url, "w")).await;
     let gate = host.gate_workflow_docs();
-    let upstream = gw.state.upstreams().get("w").unwrap().clone();
+    let upstream = gw
+        .state
+        .upstreams()
+        .get(EntryKind::Workflow, "w")
+        .unwrap()
+        .clone();
     // All fifty lookups are polled (and waiting) before the host may answer.
     let lookups =
-        futures::future::join_all((0..50).map(|_| gw.state.cache.workflow(&upstream, false, None)));
+        futures::future::join_all((0..50).map(|_| gw.state.cache.entry(&upstream, false, None)));
     let release = async {
         while host.workflow_doc_hits() == 0 {
             tokio::task::yield_now().await;

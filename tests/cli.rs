@@ -32,7 +32,7 @@ fn the_example_config_is_valid() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok (3 workflows on 3 host groups"),
+        stdout.contains("ok (1 agents, 1 teams, 3 workflows on 3 host groups"),
         "{stdout}"
     );
     assert!(stdout.contains("admin 0.0.0.0:9901)"), "{stdout}");
@@ -163,10 +163,30 @@ fn a_config_that_exposes_nothing_is_refused_naming_the_file() {
         let (code, stderr) = check(toml);
         assert_eq!(code, 64, "{stderr}");
         assert!(
-            stderr.contains("FILE: exposes nothing: add a [[workflows]] entry"),
+            stderr.contains(
+                "FILE: exposes nothing: add a [[workflows]], [[agents]] or [[teams]] entry"
+            ),
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn agents_or_teams_alone_are_a_valid_config() {
+    for toml in [
+        "[[agents]]\nid = \"a\"\nbase_url = \"http://h\"\n",
+        "[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\nteam_id = \"remote\"\n",
+    ] {
+        let (code, stderr) = check(toml);
+        assert_eq!(code, 0, "{toml}: {stderr}");
+    }
+    let (code, stderr) =
+        check("[[teams]]\nid = \"t\"\nbase_url = \"http://h\"\nagent_id = \"x\"\n");
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("FILE:4:12: `teams.agent_id`: unknown field `agent_id` in [[teams]]"),
+        "{stderr}"
+    );
 }
 
 #[test]

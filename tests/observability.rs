@@ -82,7 +82,7 @@ async fn metrics_move_with_traffic() {
     stream.finish();
     rest(s).await;
 
-    let runs = "agentos_gateway_requests_total{workflow=\"w\",route=\"/workflows/{id}/runs\",status=\"200\"}";
+    let runs = "agentos_gateway_requests_total{kind=\"workflow\",id=\"w\",route=\"/workflows/{id}/runs\",status=\"200\"}";
     let gw_ref = &gw;
     eventually("both runs counted", || async move {
         sample(&scrape(gw_ref).await, runs) == Some(2.0)
@@ -99,7 +99,7 @@ async fn metrics_move_with_traffic() {
     assert_eq!(
         sample(
             &after,
-            "agentos_gateway_requests_total{workflow=\"down\",route=\"/workflows/{id}/runs\",status=\"502\"}"
+            "agentos_gateway_requests_total{kind=\"workflow\",id=\"down\",route=\"/workflows/{id}/runs\",status=\"502\"}"
         ),
         Some(1.0)
     );
@@ -127,21 +127,21 @@ async fn metrics_move_with_traffic() {
     assert_eq!(
         sample(
             &after,
-            "agentos_gateway_request_duration_seconds_count{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+            "agentos_gateway_request_duration_seconds_count{kind=\"workflow\",id=\"w\",route=\"/workflows/{id}/runs\"}"
         ),
         Some(2.0)
     );
     assert_eq!(
         sample(
             &after,
-            "agentos_gateway_time_to_first_byte_seconds_count{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+            "agentos_gateway_time_to_first_byte_seconds_count{kind=\"workflow\",id=\"w\",route=\"/workflows/{id}/runs\"}"
         ),
         Some(2.0)
     );
     assert!(
         sample(
             &after,
-            "agentos_gateway_overhead_seconds_sum{workflow=\"w\",route=\"/workflows/{id}/runs\"}"
+            "agentos_gateway_overhead_seconds_sum{kind=\"workflow\",id=\"w\",route=\"/workflows/{id}/runs\"}"
         )
         .unwrap()
             > 0.0
@@ -220,7 +220,7 @@ async fn access_log_has_one_line_per_request_and_no_credentials() {
         .iter()
         .find(|e| e["request_id"] == "req-log-1")
         .expect("line for req-log-1");
-    assert_eq!(first["workflow"], "w");
+    assert_eq!(first["id"], "w");
     assert_eq!(first["host"], host.url);
     assert_eq!(first["status"], 200);
     assert_eq!(first["method"], "POST");

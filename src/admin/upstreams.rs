@@ -1,12 +1,13 @@
 //! `GET /gateway/upstreams` on the admin listener: the gateway's own view of
 //! its hosts, for operators: every host group, each replica's health, last
-//! error, last check and requests in flight, and which workflows each group
-//! serves. Host URLs and their errors are why it is not on the public port.
+//! error, last check and requests in flight, and which agents, teams and
+//! workflows each group serves. Host URLs and their errors are why it is not
+//! on the public port.
 
 use axum::Json;
 use serde_json::{Value, json};
 
-use crate::config::HostSource;
+use crate::config::{EntryKind, HostSource};
 use crate::state::SharedState;
 
 pub fn status(state: &SharedState) -> Json<Value> {
@@ -21,18 +22,21 @@ pub fn status(state: &SharedState) -> Json<Value> {
                     json!({ "dns": url.as_str(), "refresh_seconds": refresh.as_secs_f64() })
                 }
             };
-            let workflows: Vec<&str> = upstreams
-                .workflows()
-                .iter()
-                .filter(|w| w.group.name() == group.name())
-                .map(|w| w.config.id.as_str())
-                .collect();
+            let of_kind = |kind| -> Vec<&str> {
+                upstreams
+                    .of(kind)
+                    .filter(|w| w.group.name() == group.name())
+                    .map(|w| w.config.id.as_str())
+                    .collect()
+            };
             let replicas: Vec<_> = group.replicas.all().iter().map(|r| r.status()).collect();
             json!({
                 "name": group.name(),
                 "source": source,
                 "health_check_interval_seconds": group.config.health_check_interval.map(|d| d.as_secs_f64()),
-                "workflows": workflows,
+                "agents": of_kind(EntryKind::Agent),
+                "teams": of_kind(EntryKind::Team),
+                "workflows": of_kind(EntryKind::Workflow),
                 "replicas": replicas,
             })
         })

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::metrics::RouteMetrics;
 use super::otlp::FinishedRequest;
 use super::trace::{TraceContext, TraceIds};
+use crate::config::EntryKind;
 use crate::error::{FailureCause, GatewayError};
 use crate::layers::{HeadFraming, REQUEST_ID};
 use crate::proxy::Forwarded;
@@ -96,7 +97,8 @@ impl AccessRecord {
                     span_id,
                     method = %self.method,
                     path = self.uri.path(),
-                    workflow = %labels.workflow,
+                    kind = labels.kind,
+                    id = %labels.id,
                     host,
                     status = self.status,
                     duration_ms,
@@ -130,7 +132,10 @@ impl AccessRecord {
         };
         let labels = &self.metrics.labels;
         let upstreams = state.upstreams();
-        let upstream = upstreams.get(&labels.workflow);
+        let kind = EntryKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == labels.kind);
+        let upstream = kind.and_then(|kind| upstreams.get(kind, &labels.id));
         let end = std::time::SystemTime::now();
         exporter.export(FinishedRequest {
             ids,
@@ -139,7 +144,8 @@ impl AccessRecord {
             status: self.status,
             start: end.checked_sub(elapsed).unwrap_or(end),
             end,
-            workflow: &labels.workflow,
+            kind: labels.kind,
+            id: &labels.id,
             host_group: upstream.as_ref().map(|u| u.config.host_group.as_str()),
             request_id: self.request_id.to_str().unwrap_or(""),
             error: self.failure.as_ref().map(|f| f.cause.as_str()),
@@ -361,19 +367,18 @@ fn limit_body(
 }
 
 /// The request metrics of the route `path` matches, labelled with the
-/// configured workflow it names, or with "" (unknown ids are not used as
+/// configured entry it names, or with "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
 fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let matched = Matched::of(path);
     let route = matched.as_ref().map(|m| m.route);
     // The id as the router decodes it, so a request is labelled with the
-    // workflow it was routed to.
+    // entry it was routed to.
     let upstreams = state.upstreams();
-    let upstream = matched
-        .as_ref()
-        .map(|m| m.id(path))
-        .filter(|id| !id.is_empty())
-        .and_then(|id| upstreams.get(&id));
+    let upstream = matched.as_ref().and_then(|m| {
+        let kind = m.route.kind()?;
+        upstreams.get(kind, &m.id(path))
+    });
     let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }

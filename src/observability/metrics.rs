@@ -18,6 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::per_thread;
 
+use crate::config::EntryKind;
 use crate::routes::Route;
 use crate::upstream::Upstreams;
 use crate::upstream::cache::CacheStats;
@@ -25,7 +26,8 @@ use crate::upstream::cache::CacheStats;
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    workflow: Arc<str>,
+    kind: &'static str,
+    id: Arc<str>,
     route: &'static str,
     status: u16,
 }
@@ -34,7 +36,11 @@ struct RequestLabels {
 /// label set built for every request's look-ups copies no string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub workflow: Arc<str>,
+    /// `agent`, `team`, `workflow`, or empty when the path names no
+    /// configured entry.
+    pub kind: &'static str,
+    /// The configured id of the agent, team or workflow, or empty.
+    pub id: Arc<str>,
     pub route: &'static str,
 }
 
@@ -99,7 +105,8 @@ impl RouteMetrics {
         let counter = |status| {
             self.requests
                 .get_or_create(&RequestLabels {
-                    workflow: self.labels.workflow.clone(),
+                    kind: self.labels.kind,
+                    id: self.labels.id.clone(),
                     route: self.labels.route,
                     status,
                 })
@@ -113,12 +120,13 @@ impl RouteMetrics {
     }
 }
 
-/// The [`RouteMetrics`] of one workflow label for every route, each
-/// resolved on first use. Kept by each workflow's `Upstream` (and by
+/// The [`RouteMetrics`] of one entry's labels for every route, each
+/// resolved on first use. Kept by each entry's `Upstream` (and by
 /// [`Metrics`] for requests that name none), so the hot path finds its
 /// handles by index.
 pub struct RouteMetricsCache {
-    workflow: Arc<str>,
+    kind: &'static str,
+    id: Arc<str>,
     /// One slot per [`Route`], and one for paths no route matches.
     routes: [OnceLock<Arc<RouteMetrics>>; Route::COUNT + 1],
 }
@@ -126,15 +134,18 @@ pub struct RouteMetricsCache {
 impl std::fmt::Debug for RouteMetricsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteMetricsCache")
-            .field("workflow", &self.workflow)
+            .field("kind", &self.kind)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }
 
 impl RouteMetricsCache {
-    pub fn new(workflow: Arc<str>) -> Self {
+    /// The cache of the `kind` entry `id`.
+    pub fn new(kind: EntryKind, id: Arc<str>) -> Self {
         RouteMetricsCache {
-            workflow,
+            kind: kind.as_str(),
+            id,
             routes: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -146,7 +157,8 @@ impl RouteMetricsCache {
         self.routes[slot]
             .get_or_init(|| {
                 Arc::new(metrics.route_metrics(RouteLabels {
-                    workflow: self.workflow.clone(),
+                    kind: self.kind,
+                    id: self.id.clone(),
                     route: route.map_or("unmatched", Route::template),
                 }))
             })
@@ -181,7 +193,7 @@ pub struct Metrics {
     time_to_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
     overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub active_streams: Gauge,
-    /// Handles for requests that name no configured workflow.
+    /// Handles for requests that name no configured entry.
     pub unlabelled: RouteMetricsCache,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     caller_errors: Family<CallerErrorLabels, Counter>,
@@ -212,7 +224,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, per_thread::Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by workflow, route and status",
+            "Requests answered, by kind, id, route and status",
             requests.clone(),
         );
         let duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
@@ -312,7 +324,11 @@ impl Metrics {
             time_to_first_byte,
             overhead,
             active_streams,
-            unlabelled: RouteMetricsCache::new(Arc::from("")),
+            unlabelled: RouteMetricsCache {
+                kind: "",
+                id: Arc::from(""),
+                routes: std::array::from_fn(|_| OnceLock::new()),
+            },
             upstream_errors,
             caller_errors,
             open_connections,

@@ -78,8 +78,10 @@ pub struct FinishedRequest<'a> {
     pub status: u16,
     pub start: SystemTime,
     pub end: SystemTime,
-    /// The configured workflow, when the request named one.
-    pub workflow: &'a str,
+    /// The kind (`agent`, `team`, `workflow`) and configured id of the
+    /// entry the request named; both empty when it named none.
+    pub kind: &'a str,
+    pub id: &'a str,
     pub host_group: Option<&'a str>,
     pub request_id: &'a str,
     /// What failed behind an error answer.
@@ -130,10 +132,11 @@ impl Exporter {
             KeyValue::new("http.response.status_code", i64::from(request.status)),
             KeyValue::new("agentos.request_id", request.request_id.to_owned()),
         ];
-        if !request.workflow.is_empty() {
+        if !request.kind.is_empty() {
+            // `agentos.agent.id`, `agentos.team.id`, `agentos.workflow.id`.
             attributes.push(KeyValue::new(
-                "agentos.workflow.id",
-                request.workflow.to_owned(),
+                format!("agentos.{}.id", request.kind),
+                request.id.to_owned(),
             ));
         }
         if let Some(group) = request.host_group {

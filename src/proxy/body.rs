@@ -18,6 +18,7 @@ use super::run_ids::{FormScanner, JsonIdScanner};
 use crate::client::ClientError;
 use crate::error::UpstreamError;
 use crate::state::SharedState;
+use crate::upstream::Upstream;
 use crate::upstream::replica::InFlight;
 
 /// The caller's body, not yet handed to any replica. The host's client
@@ -304,7 +305,8 @@ impl FormWatch {
 /// answer, recorded as owned by the replica that answered.
 pub struct OwnerLearning {
     pub state: SharedState,
-    pub workflow: String,
+    /// The entry the run belongs to.
+    pub upstream: Arc<Upstream>,
     pub scanner: JsonIdScanner,
 }
 
@@ -315,9 +317,12 @@ impl OwnerLearning {
         }
         self.scanner.feed(chunk);
         if let Some(run_id) = &self.scanner.ids().run_id {
-            self.state
-                .owners
-                .record(&self.workflow, run_id, in_flight.replica());
+            self.state.owners.record(
+                self.upstream.kind(),
+                &self.upstream.config.id,
+                run_id,
+                in_flight.replica(),
+            );
         }
     }
 }

@@ -141,7 +141,10 @@ pub async fn forward(
     if let Some((run_id, fan_out)) = owned_run
         && several
     {
-        if let Some(owner) = state.owners.get(&upstream.config.id, run_id) {
+        if let Some(owner) = state
+            .owners
+            .get(upstream.kind(), &upstream.config.id, run_id)
+        {
             let in_flight = owner.begin_unbounded();
             let body = declared_body.then(|| {
                 body::HeldBody::new(body).for_attempt(caller.form.as_ref(), None, declared_len)
@@ -172,9 +175,12 @@ pub async fn forward(
             .pick(&failed)
             .map_err(|e| GatewayError::from(upstream.group.unavailable(e)))?;
         if let Some(run_id) = &assign_run_id {
-            state
-                .owners
-                .record(&upstream.config.id, run_id, in_flight.replica());
+            state.owners.record(
+                upstream.kind(),
+                &upstream.config.id,
+                run_id,
+                in_flight.replica(),
+            );
         }
         let body = held
             .as_ref()
@@ -399,8 +405,11 @@ fn respond(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    // Owners are worth learning only where there is a choice of replica.
-    let learn_owner = matches!(call, Call::NewRun) && upstream.group.replicas.count() > 1;
+    // Owners are worth learning only where there is a choice of replica:
+    // from a new run, and from a continue (which, with `fork=true`, goes on
+    // under a new run id on the replica that answered).
+    let learn_owner = matches!(call, Call::NewRun | Call::Run { fan_out: false, .. })
+        && upstream.group.replicas.count() > 1;
 
     let body = if is_event_stream {
         // Tell proxies in front of us not to buffer the stream (agno #10077).
@@ -431,7 +440,7 @@ fn respond(
     } else {
         let learning = learn_owner.then(|| body::OwnerLearning {
             state: state.clone(),
-            workflow: upstream.config.id.clone(),
+            upstream: upstream.clone(),
             scanner: run_ids::JsonIdScanner::new(),
         });
         Body::new(body::PlainBody::new(

@@ -7,7 +7,8 @@
 //! which replica owns the run. When the stream cannot go on (the host died,
 //! no chunk within `timeout`, `max_stream_duration` reached, the drain
 //! deadline passed) the relay closes any half-sent event and appends one
-//! well-formed AgentOS `WorkflowError` event, so agno's client ends with an
+//! well-formed AgentOS error event of the entry's kind (`RunError` for an
+//! agent, `TeamRunError` for a team, `WorkflowError`), so agno's client ends with an
 //! error instead of a truncated stream; if the host is still there, the run
 //! is cancelled on it, since nobody will read the rest. A client that goes
 //! away gets its run cancelled too (`cancel_on_disconnect`).
@@ -30,7 +31,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::RelayItem;
 use super::body::FormFacts;
-use crate::client::ClientError;
+use crate::client::{AgentOsClient, ClientError};
+use crate::config::EntryKind;
 use crate::error::GatewayError;
 use crate::observability::trace::TraceContext;
 use crate::state::SharedState;
@@ -93,20 +95,35 @@ pub struct SseRelay {
     finished: bool,
 }
 
-/// The identifying fields of the stream's first event.
+/// The identifying fields of the stream's first event (an agent's
+/// `RunStarted` names the agent, a team's `TeamRunStarted` the team).
 #[derive(Debug, Default, Deserialize)]
 struct EventIds {
+    agent_id: Option<String>,
+    agent_name: Option<String>,
+    team_id: Option<String>,
+    team_name: Option<String>,
     workflow_id: Option<String>,
     workflow_name: Option<String>,
     session_id: Option<String>,
     run_id: Option<String>,
 }
 
-/// agno's `WorkflowErrorEvent`, with its field order.
+/// agno's `RunErrorEvent`, `TeamRunErrorEvent` or `WorkflowErrorEvent`, with
+/// their field order: only the entry's kind's fields are set. Agents and
+/// teams carry the message in `content`, workflows in `error`.
 #[derive(Serialize)]
-struct WorkflowErrorEvent<'a> {
+struct ErrorEvent<'a> {
     created_at: u64,
     event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    team_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    team_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workflow_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,9 +133,52 @@ struct WorkflowErrorEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<&'a str>,
     nested_depth: u8,
-    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
     error_type: &'static str,
     error_id: &'static str,
+}
+
+impl<'a> ErrorEvent<'a> {
+    /// The error event of `kind`, with the ids of the stream's first event.
+    fn new(kind: EntryKind, ids: &'a EventIds, message: &'a str) -> Self {
+        let (agent, team, workflow) = (
+            kind == EntryKind::Agent,
+            kind == EntryKind::Team,
+            kind == EntryKind::Workflow,
+        );
+        let ours = |on: bool, field: &'a Option<String>| field.as_deref().filter(|_| on);
+        ErrorEvent {
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            event: error_event_name(kind),
+            agent_id: ours(agent, &ids.agent_id),
+            agent_name: ours(agent, &ids.agent_name),
+            team_id: ours(team, &ids.team_id),
+            team_name: ours(team, &ids.team_name),
+            workflow_id: ours(workflow, &ids.workflow_id),
+            workflow_name: ours(workflow, &ids.workflow_name),
+            session_id: ids.session_id.as_deref(),
+            run_id: ids.run_id.as_deref(),
+            nested_depth: 0,
+            content: Some(message).filter(|_| !workflow),
+            error: Some(message).filter(|_| workflow),
+            error_type: "remote_server_unavailable_error",
+            error_id: "remote_server_unavailable_error",
+        }
+    }
+}
+
+/// The name of the error event agno's clients expect from a `kind` stream.
+fn error_event_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Agent => "RunError",
+        EntryKind::Team => "TeamRunError",
+        EntryKind::Workflow => "WorkflowError",
+    }
 }
 
 const PING: &[u8] = b": ping\n\n";
@@ -260,6 +320,7 @@ impl SseRelay {
                 && let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.as_deref())
             {
                 self.ctx.state.owners.record(
+                    self.ctx.upstream.kind(),
                     &self.ctx.upstream.config.id,
                     run_id,
                     self.ctx.in_flight.replica(),
@@ -283,7 +344,9 @@ impl SseRelay {
                     .upstream_error(replica.base_url(), kind);
                 // The caller's message names the workflow; the host's
                 // address and the cause go to the log below.
-                let told = GatewayError::from(error.clone()).for_workflow(self.gateway_id());
+                let upstream = &self.ctx.upstream;
+                let told =
+                    GatewayError::from(error.clone()).for_entry(upstream.kind(), self.gateway_id());
                 (told.to_string(), matches!(cut, Cut::Idle(_)))
             }
             Cut::TooLong(limit) => (
@@ -299,7 +362,8 @@ impl SseRelay {
             ),
         };
         tracing::warn!(
-            workflow = %self.gateway_id(),
+            kind = %self.ctx.upstream.kind(),
+            id = %self.gateway_id(),
             replica = %replica.base_url(),
             run_id = self.ids.as_ref().and_then(|i| i.run_id.as_deref()),
             events = self.ctx.events.load(Ordering::Relaxed),
@@ -309,33 +373,23 @@ impl SseRelay {
                 Cut::HostFailed(error) | Cut::Idle(error) => Some(error.to_string()),
                 Cut::TooLong(_) | Cut::Shutdown => None,
             },
-            "ending event stream with WorkflowError"
+            "ending event stream with an error event"
         );
         if cancel {
             self.cancel_run_on_host();
         }
         let ids = self.ids.take().unwrap_or_default();
-        let event = WorkflowErrorEvent {
-            created_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            event: "WorkflowError",
-            workflow_id: ids.workflow_id.as_deref(),
-            workflow_name: ids.workflow_name.as_deref(),
-            session_id: ids.session_id.as_deref(),
-            run_id: ids.run_id.as_deref(),
-            nested_depth: 0,
-            error: &message,
-            error_type: "remote_server_unavailable_error",
-            error_id: "remote_server_unavailable_error",
-        };
+        let kind = self.ctx.upstream.kind();
+        let event = ErrorEvent::new(kind, &ids, &message);
         let mut out = BytesMut::with_capacity(256 + message.len());
         match self.trailing_newlines {
             0 => out.extend_from_slice(b"\n\n"),
             1 => out.extend_from_slice(b"\n"),
             _ => {}
         }
-        out.extend_from_slice(b"event: WorkflowError\ndata: ");
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(error_event_name(kind).as_bytes());
+        out.extend_from_slice(b"\ndata: ");
         // Serialising plain strings and integers cannot fail; an empty data
         // line would still end the event cleanly.
         if let Ok(json) = serde_json::to_vec(&event) {
@@ -371,22 +425,18 @@ impl SseRelay {
         self.ctx.state.background.spawn(async move {
             // Closed never: the semaphore lives as long as the replica.
             let _slot = replica.gateway_cancels.acquire().await;
-            let client = &replica.client;
-            let timeout = upstream.config.first_byte_timeout.min(Duration::from_secs(10));
-            let result = client
-                .cancel_workflow_run_with_headers(
-                    &upstream.config.workflow_id,
-                    &run_id,
-                    session_id.as_deref(),
-                    bearer.as_deref(),
-                    timeout,
-                    headers,
-                )
-                .await;
+            let timeout = upstream
+                .config
+                .first_byte_timeout
+                .min(Duration::from_secs(10));
+            let path = cancel_path(&upstream.upstream_prefix, &run_id, session_id.as_deref());
+            let result =
+                cancel_on_host(&replica.client, &path, bearer.as_deref(), timeout, headers).await;
+            let (kind, id) = (upstream.kind(), &upstream.config.id);
             match result {
-                Ok(()) => tracing::info!(workflow = %upstream.config.id, %run_id, "run cancelled on its host"),
+                Ok(()) => tracing::info!(%kind, %id, %run_id, "run cancelled on its host"),
                 Err(error) => {
-                    tracing::warn!(workflow = %upstream.config.id, %run_id, %error, "cancel on host failed")
+                    tracing::warn!(%kind, %id, %run_id, %error, "cancel on host failed")
                 }
             }
         });
@@ -402,7 +452,8 @@ impl Drop for SseRelay {
             // explicit cancel makes sure, even for runs that outlive their
             // connection.
             tracing::info!(
-                workflow = %self.gateway_id(),
+                kind = %self.ctx.upstream.kind(),
+                id = %self.gateway_id(),
                 events = self.ctx.events.load(Ordering::Relaxed),
                 bytes = self.bytes_sent,
                 "client disconnected mid-stream; upstream request dropped"
@@ -411,6 +462,59 @@ impl Drop for SseRelay {
                 self.cancel_run_on_host();
             }
         }
+    }
+}
+
+/// `{prefix}/runs/{run_id}/cancel[?session_id=...]`: the same cancel route
+/// for agents, teams and workflows under their host prefix.
+fn cancel_path(prefix: &str, run_id: &str, session_id: Option<&str>) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // Everything but RFC 3986's unreserved characters, as the client escapes.
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let mut path = format!(
+        "{prefix}/runs/{}/cancel",
+        utf8_percent_encode(run_id, COMPONENT)
+    );
+    if let Some(session_id) = session_id {
+        path.push_str("?session_id=");
+        path.extend(utf8_percent_encode(session_id, COMPONENT));
+    }
+    path
+}
+
+/// `POST path` with no body on one replica, within `timeout`. `Ok` means
+/// the host accepted the cancel; every failure is returned.
+async fn cancel_on_host(
+    client: &AgentOsClient,
+    path: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+    headers: http::HeaderMap,
+) -> Result<(), ClientError> {
+    let mut request = client
+        .http()
+        .post(client.url(path))
+        .headers(headers)
+        .header(http::header::CONTENT_LENGTH, "0");
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let call = async {
+        let response = client.send(request, timeout).await?;
+        // Drain the (tiny) body so the connection goes back to the pool.
+        response
+            .bytes()
+            .await
+            .map_err(|e| client.classify(&e, timeout))?;
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(client.timeout_error(timeout)),
     }
 }
 
@@ -451,7 +555,11 @@ mod tests {
         )
         .unwrap();
         let state = crate::state::AppState::new(&config).unwrap();
-        let upstream = state.upstreams().get("wf").unwrap().clone();
+        let upstream = state
+            .upstreams()
+            .get(EntryKind::Workflow, "wf")
+            .unwrap()
+            .clone();
         let in_flight = upstream.group.replicas.pick(&[]).unwrap();
         SseRelay::new(
             futures::stream::empty(),
@@ -508,6 +616,37 @@ mod tests {
         r.observe(b"event: StepProgress\ndata: {}\n");
         r.observe(b"\n");
         assert!(r.fail(error()).starts_with(b"event: WorkflowError\n"));
+    }
+
+    #[test]
+    fn cancels_go_to_the_entry_s_own_route() {
+        assert_eq!(
+            cancel_path("/teams/t", "r 1/x", Some("s-1")),
+            "/teams/t/runs/r%201%2Fx/cancel?session_id=s-1"
+        );
+        assert_eq!(
+            cancel_path("/agents/a", "r", None),
+            "/agents/a/runs/r/cancel"
+        );
+    }
+
+    #[test]
+    fn error_events_take_the_kind_s_name_and_fields() {
+        let ids = first_data_ids(b"event: RunStarted\ndata: {\"agent_id\":\"a\",\"agent_name\":\"A\",\"workflow_id\":\"outer\",\"run_id\":\"r\"}\n\n").unwrap();
+        let event = serde_json::to_value(ErrorEvent::new(EntryKind::Agent, &ids, "gone")).unwrap();
+        assert_eq!(event["event"], "RunError");
+        assert_eq!(event["agent_id"], "a");
+        assert_eq!(event["content"], "gone");
+        assert!(event.get("workflow_id").is_none() && event.get("error").is_none());
+        let event = serde_json::to_value(ErrorEvent::new(EntryKind::Team, &ids, "gone")).unwrap();
+        assert_eq!(event["event"], "TeamRunError");
+        assert_eq!(event["run_id"], "r");
+        let event =
+            serde_json::to_value(ErrorEvent::new(EntryKind::Workflow, &ids, "gone")).unwrap();
+        assert_eq!(
+            (&event["event"], &event["workflow_id"], &event["error"]),
+            (&"WorkflowError".into(), &"outer".into(), &"gone".into())
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use crate::config::EntryKind;
 use crate::state::SharedState;
 
 /// Liveness, exactly AgentOS's body: the process is up and serving.
@@ -24,7 +25,9 @@ pub fn ready(state: &SharedState) -> impl IntoResponse {
     } else {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "workflows": state.upstreams().workflows().len() })),
+            Json(
+                json!({ "status": "ready", "workflows": state.upstreams().of(EntryKind::Workflow).count() }),
+            ),
         )
     }
 }
@@ -43,9 +46,9 @@ pub fn info(state: &SharedState) -> Json<Value> {
         "name": state.server.name,
         "os_version": env!("CARGO_PKG_VERSION"),
         "agno_version": crate::AGNO_API_VERSION,
-        "agent_count": 0,
-        "team_count": 0,
-        "workflow_count": state.upstreams().workflows().len(),
+        "agent_count": state.upstreams().of(EntryKind::Agent).count(),
+        "team_count": state.upstreams().of(EntryKind::Team).count(),
+        "workflow_count": state.upstreams().of(EntryKind::Workflow).count(),
         "mcp": { "enabled": false, "path": null, "oauth": null, "tool_run_endpoint": false },
         "auth_mode": "none",
         "user_isolation": false,

@@ -9,13 +9,16 @@
 //! 404 and 405 as AgentOS bodies, `Allow` on a 405, HEAD on every GET route,
 //! percent-decoded path parameters.
 //!
+//! Agents, teams and workflows share one set of routes ([`EntryRoute`]),
+//! each under its collection, as AgentOS has them.
+//!
 //! Only the AgentOS surface is here: Prometheus metrics and the hosts' view
 //! (`/gateway/upstreams`) name every host and are served on the admin
 //! listener ([`crate::admin`]); here they are unknown paths (404).
 
 pub mod config;
+pub mod entries;
 pub mod health;
-pub mod workflows;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -29,6 +32,7 @@ use http::Method;
 use http::header::{ALLOW, HeaderValue};
 use tower::Service;
 
+use crate::config::EntryKind;
 use crate::error::GatewayError;
 use crate::proxy::Call;
 use crate::state::SharedState;
@@ -41,13 +45,97 @@ pub enum Route {
     Ready,
     Info,
     Config,
-    Workflows,
-    Workflow,
+    /// A route under `/agents`, `/teams` or `/workflows`.
+    Entry(EntryKind, EntryRoute),
+}
+
+/// The routes of one agent, team or workflow collection, as AgentOS 3.1.10
+/// has them. Workflows have no checkpoints, fork or compact; teams no
+/// compact, and the router matches neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRoute {
+    /// `GET /agents`
+    List,
+    /// `GET /agents/{id}`
+    Detail,
+    /// `POST` (a new run) or `GET` (a session's runs) `/agents/{id}/runs`
     Runs,
+    /// `GET /agents/{id}/runs/{run_id}`
     Run,
     Cancel,
     Continue,
     Resume,
+    /// `GET .../runs/{run_id}/checkpoints`
+    Checkpoints,
+    /// `GET .../runs/{run_id}/checkpoints/{message_index}`
+    Checkpoint,
+    /// `POST /agents/{id}/sessions/{session_id}/fork`
+    Fork,
+    /// `POST /agents/{id}/sessions/{session_id}/compact`
+    Compact,
+}
+
+/// Routes that name no entry, before the entry routes in [`Route::index`].
+const PLAIN_ROUTES: usize = 5;
+/// [`EntryRoute`] variants (`Compact` is the last).
+const ENTRY_ROUTES: usize = EntryRoute::Compact as usize + 1;
+
+/// Path templates by kind ([`EntryKind::index`]) and [`EntryRoute`]; a
+/// route a kind does not have keeps its template for completeness, but is
+/// never matched.
+const TEMPLATES: [[&str; ENTRY_ROUTES]; 3] = [
+    [
+        "/agents",
+        "/agents/{id}",
+        "/agents/{id}/runs",
+        "/agents/{id}/runs/{run_id}",
+        "/agents/{id}/runs/{run_id}/cancel",
+        "/agents/{id}/runs/{run_id}/continue",
+        "/agents/{id}/runs/{run_id}/resume",
+        "/agents/{id}/runs/{run_id}/checkpoints",
+        "/agents/{id}/runs/{run_id}/checkpoints/{message_index}",
+        "/agents/{id}/sessions/{session_id}/fork",
+        "/agents/{id}/sessions/{session_id}/compact",
+    ],
+    [
+        "/teams",
+        "/teams/{id}",
+        "/teams/{id}/runs",
+        "/teams/{id}/runs/{run_id}",
+        "/teams/{id}/runs/{run_id}/cancel",
+        "/teams/{id}/runs/{run_id}/continue",
+        "/teams/{id}/runs/{run_id}/resume",
+        "/teams/{id}/runs/{run_id}/checkpoints",
+        "/teams/{id}/runs/{run_id}/checkpoints/{message_index}",
+        "/teams/{id}/sessions/{session_id}/fork",
+        "/teams/{id}/sessions/{session_id}/compact",
+    ],
+    [
+        "/workflows",
+        "/workflows/{id}",
+        "/workflows/{id}/runs",
+        "/workflows/{id}/runs/{run_id}",
+        "/workflows/{id}/runs/{run_id}/cancel",
+        "/workflows/{id}/runs/{run_id}/continue",
+        "/workflows/{id}/runs/{run_id}/resume",
+        "/workflows/{id}/runs/{run_id}/checkpoints",
+        "/workflows/{id}/runs/{run_id}/checkpoints/{message_index}",
+        "/workflows/{id}/sessions/{session_id}/fork",
+        "/workflows/{id}/sessions/{session_id}/compact",
+    ],
+];
+
+impl EntryRoute {
+    /// Whether AgentOS 3.1.10 has this route for `kind`.
+    fn exists_for(self, kind: EntryKind) -> bool {
+        match self {
+            EntryRoute::Checkpoints | EntryRoute::Checkpoint | EntryRoute::Fork => {
+                kind != EntryKind::Workflow
+            }
+            EntryRoute::Compact => kind == EntryKind::Agent,
+            _ => true,
+        }
+    }
 }
 
 /// Which methods a route answers.
@@ -59,13 +147,21 @@ enum Methods {
 }
 
 impl Route {
-    /// How many routes there are (`Resume` is the last variant);
-    /// [`Route::index`] is below this.
-    pub const COUNT: usize = Route::Resume as usize + 1;
+    /// How many routes there are; [`Route::index`] is below this.
+    pub const COUNT: usize = PLAIN_ROUTES + 3 * ENTRY_ROUTES;
 
     /// A dense index, for tables by route.
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            Route::Home => 0,
+            Route::Health => 1,
+            Route::Ready => 2,
+            Route::Info => 3,
+            Route::Config => 4,
+            Route::Entry(kind, route) => {
+                PLAIN_ROUTES + kind.index() * ENTRY_ROUTES + route as usize
+            }
+        }
     }
 
     /// The path template, the `route` label of metrics and the access log.
@@ -76,28 +172,36 @@ impl Route {
             Route::Ready => "/ready",
             Route::Info => "/info",
             Route::Config => "/config",
-            Route::Workflows => "/workflows",
-            Route::Workflow => "/workflows/{id}",
-            Route::Runs => "/workflows/{id}/runs",
-            Route::Run => "/workflows/{id}/runs/{run_id}",
-            Route::Cancel => "/workflows/{id}/runs/{run_id}/cancel",
-            Route::Continue => "/workflows/{id}/runs/{run_id}/continue",
-            Route::Resume => "/workflows/{id}/runs/{run_id}/resume",
+            Route::Entry(kind, route) => TEMPLATES[kind.index()][route as usize],
+        }
+    }
+
+    /// The kind of entry the route is about, if any.
+    pub fn kind(self) -> Option<EntryKind> {
+        match self {
+            Route::Entry(kind, _) => Some(kind),
+            _ => None,
         }
     }
 
     fn methods(self) -> Methods {
         match self {
-            Route::Home
-            | Route::Health
-            | Route::Ready
-            | Route::Info
-            | Route::Config
-            | Route::Workflows
-            | Route::Workflow
-            | Route::Run => Methods::Get,
-            Route::Runs => Methods::GetPost,
-            Route::Cancel | Route::Continue | Route::Resume => Methods::Post,
+            Route::Home | Route::Health | Route::Ready | Route::Info | Route::Config => {
+                Methods::Get
+            }
+            Route::Entry(_, route) => match route {
+                EntryRoute::List
+                | EntryRoute::Detail
+                | EntryRoute::Run
+                | EntryRoute::Checkpoints
+                | EntryRoute::Checkpoint => Methods::Get,
+                EntryRoute::Runs => Methods::GetPost,
+                EntryRoute::Cancel
+                | EntryRoute::Continue
+                | EntryRoute::Resume
+                | EntryRoute::Fork
+                | EntryRoute::Compact => Methods::Post,
+            },
         }
     }
 }
@@ -139,34 +243,57 @@ impl Matched {
             id: 0..0,
             run_id: 0..0,
         };
-        let Some(rest) = path.strip_prefix("/workflows/") else {
+        let (kind, rest) = if let Some(rest) = path.strip_prefix("/workflows/") {
+            (EntryKind::Workflow, rest)
+        } else if let Some(rest) = path.strip_prefix("/agents/") {
+            (EntryKind::Agent, rest)
+        } else if let Some(rest) = path.strip_prefix("/teams/") {
+            (EntryKind::Team, rest)
+        } else {
             return Some(at(match path {
                 "/" => Route::Home,
                 "/health" => Route::Health,
                 "/ready" => Route::Ready,
                 "/info" => Route::Info,
                 "/config" => Route::Config,
-                "/workflows" => Route::Workflows,
+                "/agents" => Route::Entry(EntryKind::Agent, EntryRoute::List),
+                "/teams" => Route::Entry(EntryKind::Team, EntryRoute::List),
+                "/workflows" => Route::Entry(EntryKind::Workflow, EntryRoute::List),
                 _ => return None,
             }));
         };
+        let entry = |route: EntryRoute| Route::Entry(kind, route);
         let base = path.len() - rest.len();
         let mut segments = segments(rest);
         let span = |segment: &str, start: usize| start..start + segment.len();
         let id = span(segments.next().filter(|s| !s.is_empty())?, base);
-        let Some(runs) = segments.next() else {
+        let Some(collection) = segments.next() else {
             return Some(Matched {
                 id,
-                ..at(Route::Workflow)
+                ..at(entry(EntryRoute::Detail))
             });
         };
-        if runs != "runs" {
+        if collection == "sessions" {
+            // `/sessions/{session_id}/fork|compact`: the session id is a
+            // host's business, matched but not read.
+            segments.next().filter(|s| !s.is_empty())?;
+            let route = match (segments.next(), segments.next()) {
+                (Some("fork"), None) => EntryRoute::Fork,
+                (Some("compact"), None) => EntryRoute::Compact,
+                _ => return None,
+            };
+            return route.exists_for(kind).then(|| Matched {
+                id,
+                ..at(entry(route))
+            });
+        }
+        if collection != "runs" {
             return None;
         }
         let Some(run_segment) = segments.next() else {
             return Some(Matched {
                 id,
-                ..at(Route::Runs)
+                ..at(entry(EntryRoute::Runs))
             });
         };
         if run_segment.is_empty() {
@@ -174,19 +301,28 @@ impl Matched {
         }
         let run_id = span(run_segment, id.end + "/runs/".len());
         let route = match segments.next() {
-            None => Route::Run,
-            Some("cancel") => Route::Cancel,
-            Some("continue") => Route::Continue,
-            Some("resume") => Route::Resume,
+            None => EntryRoute::Run,
+            Some("cancel") => EntryRoute::Cancel,
+            Some("continue") => EntryRoute::Continue,
+            Some("resume") => EntryRoute::Resume,
+            Some("checkpoints") => match segments.next() {
+                None => EntryRoute::Checkpoints,
+                Some(index) if !index.is_empty() => EntryRoute::Checkpoint,
+                Some(_) => return None,
+            },
             Some(_) => return None,
         };
-        if segments.next().is_some() {
+        if segments.next().is_some() || !route.exists_for(kind) {
             return None;
         }
-        Some(Matched { route, id, run_id })
+        Some(Matched {
+            route: entry(route),
+            id,
+            run_id,
+        })
     }
 
-    /// The workflow id, percent-decoded (invalid UTF-8 replaced, as Starlette
+    /// The entry id, percent-decoded (invalid UTF-8 replaced, as Starlette
     /// decodes paths); empty for routes without one. `path` is the one
     /// matched.
     pub fn id<'p>(&self, path: &'p str) -> Cow<'p, str> {
@@ -259,7 +395,7 @@ impl Service<Request> for Routes {
             return answered(response);
         }
         let path = request.uri().path();
-        let call = match matched.route {
+        let (kind, route) = match matched.route {
             Route::Home => return answered(health::home(&state).into_response()),
             Route::Health => return answered(health::health(&state).into_response()),
             Route::Ready => return answered(health::ready(&state).into_response()),
@@ -271,43 +407,52 @@ impl Service<Request> for Routes {
                         .into_response())
                 });
             }
-            Route::Workflows => {
+            Route::Entry(kind, route) => (kind, route),
+        };
+        let call = match route {
+            EntryRoute::List => {
                 return Box::pin(async move {
-                    Ok(workflows::list(&state, request.headers())
+                    Ok(entries::list(&state, kind, request.headers())
                         .await
                         .into_response())
                 });
             }
-            Route::Workflow => {
+            EntryRoute::Detail => {
                 let id = matched.id(path).into_owned();
                 return Box::pin(async move {
-                    Ok(workflows::detail(&state, &id, request)
+                    Ok(entries::detail(&state, kind, &id, request)
                         .await
                         .unwrap_or_else(IntoResponse::into_response))
                 });
             }
-            Route::Runs if request.method() == Method::POST => Call::NewRun,
-            Route::Runs => Call::Other,
+            EntryRoute::Runs if request.method() == Method::POST => Call::NewRun,
+            // A session's runs, checkpoints (read from the database), fork
+            // and compact: any replica.
+            EntryRoute::Runs
+            | EntryRoute::Checkpoints
+            | EntryRoute::Checkpoint
+            | EntryRoute::Fork
+            | EntryRoute::Compact => Call::Other,
             // A look-up or a cancel goes to every replica when the run's
             // owner is unknown; continue goes to one.
-            Route::Run | Route::Cancel => Call::Run {
+            EntryRoute::Run | EntryRoute::Cancel => Call::Run {
                 run_id: matched.run_id(path),
                 fan_out: true,
             },
-            Route::Continue => Call::Run {
+            EntryRoute::Continue => Call::Run {
                 run_id: matched.run_id(path),
                 fan_out: false,
             },
-            Route::Resume => Call::Resume {
+            EntryRoute::Resume => Call::Resume {
                 run_id: matched.run_id(path),
             },
         };
-        let upstream = match workflows::upstream(&state, &matched.id(path)) {
+        let upstream = match entries::upstream(&state, kind, &matched.id(path)) {
             Ok(upstream) => upstream,
             Err(error) => return answered(error.into_response()),
         };
         Box::pin(async move {
-            Ok(workflows::forward_call(&state, &upstream, call, request)
+            Ok(entries::forward_call(&state, &upstream, call, request)
                 .await
                 .unwrap_or_else(IntoResponse::into_response))
         })
@@ -327,17 +472,85 @@ mod tests {
         Matched::of(path).map(|m| m.route)
     }
 
+    fn wf(route: EntryRoute) -> Option<Route> {
+        Some(Route::Entry(EntryKind::Workflow, route))
+    }
+
     #[test]
     fn paths_match_their_routes() {
         assert_eq!(route("/"), Some(Route::Home));
         assert_eq!(route("/info"), Some(Route::Info));
-        assert_eq!(route("/workflows"), Some(Route::Workflows));
-        assert_eq!(route("/workflows/a"), Some(Route::Workflow));
-        assert_eq!(route("/workflows/a/runs"), Some(Route::Runs));
-        assert_eq!(route("/workflows/a/runs/r"), Some(Route::Run));
-        assert_eq!(route("/workflows/a/runs/r/cancel"), Some(Route::Cancel));
-        assert_eq!(route("/workflows/a/runs/r/continue"), Some(Route::Continue));
-        assert_eq!(route("/workflows/a/runs/r/resume"), Some(Route::Resume));
+        assert_eq!(route("/workflows"), wf(EntryRoute::List));
+        assert_eq!(route("/workflows/a"), wf(EntryRoute::Detail));
+        assert_eq!(route("/workflows/a/runs"), wf(EntryRoute::Runs));
+        assert_eq!(route("/workflows/a/runs/r"), wf(EntryRoute::Run));
+        assert_eq!(route("/workflows/a/runs/r/cancel"), wf(EntryRoute::Cancel));
+        assert_eq!(
+            route("/workflows/a/runs/r/continue"),
+            wf(EntryRoute::Continue)
+        );
+        assert_eq!(route("/workflows/a/runs/r/resume"), wf(EntryRoute::Resume));
+    }
+
+    #[test]
+    fn agent_and_team_routes_are_agentos_s() {
+        let agent = |r| Some(Route::Entry(EntryKind::Agent, r));
+        let team = |r| Some(Route::Entry(EntryKind::Team, r));
+        assert_eq!(route("/agents"), agent(EntryRoute::List));
+        assert_eq!(route("/teams/t"), team(EntryRoute::Detail));
+        assert_eq!(route("/agents/a/runs/r/cancel"), agent(EntryRoute::Cancel));
+        assert_eq!(
+            route("/teams/t/runs/r/checkpoints"),
+            team(EntryRoute::Checkpoints)
+        );
+        assert_eq!(
+            route("/agents/a/runs/r/checkpoints/3"),
+            agent(EntryRoute::Checkpoint)
+        );
+        assert_eq!(route("/agents/a/sessions/s/fork"), agent(EntryRoute::Fork));
+        assert_eq!(route("/teams/t/sessions/s/fork"), team(EntryRoute::Fork));
+        assert_eq!(
+            route("/agents/a/sessions/s/compact"),
+            agent(EntryRoute::Compact)
+        );
+        // What AgentOS does not have is not matched.
+        for path in [
+            "/teams/t/sessions/s/compact",
+            "/workflows/w/sessions/s/fork",
+            "/workflows/w/runs/r/checkpoints",
+            "/agents/a/sessions//fork",
+            "/agents/a/sessions/s",
+            "/agents/a/runs/r/checkpoints/",
+            "/agents/a/runs/r/checkpoints/1/x",
+        ] {
+            assert_eq!(route(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn route_indexes_are_dense_and_templates_match_the_kind() {
+        let mut seen = [false; Route::COUNT];
+        for kind in EntryKind::ALL {
+            for r in [
+                EntryRoute::List,
+                EntryRoute::Detail,
+                EntryRoute::Runs,
+                EntryRoute::Run,
+                EntryRoute::Cancel,
+                EntryRoute::Continue,
+                EntryRoute::Resume,
+                EntryRoute::Checkpoints,
+                EntryRoute::Checkpoint,
+                EntryRoute::Fork,
+                EntryRoute::Compact,
+            ] {
+                let route = Route::Entry(kind, r);
+                assert!(!seen[route.index()]);
+                seen[route.index()] = true;
+                assert!(route.template().starts_with(&format!("/{}", kind.plural())));
+            }
+        }
+        assert_eq!(seen.iter().filter(|s| !**s).count(), PLAIN_ROUTES);
     }
 
     #[test]
@@ -387,8 +600,11 @@ mod tests {
     #[test]
     fn head_is_answered_where_get_is() {
         assert!(Route::Health.methods().allow(&Method::HEAD));
-        assert!(Route::Runs.methods().allow(&Method::POST));
-        assert!(!Route::Cancel.methods().allow(&Method::GET));
-        assert!(!Route::Workflows.methods().allow(&Method::DELETE));
+        let runs = Route::Entry(EntryKind::Agent, EntryRoute::Runs);
+        assert!(runs.methods().allow(&Method::POST));
+        let cancel = Route::Entry(EntryKind::Team, EntryRoute::Cancel);
+        assert!(!cancel.methods().allow(&Method::GET));
+        let list = Route::Entry(EntryKind::Workflow, EntryRoute::List);
+        assert!(!list.methods().allow(&Method::DELETE));
     }
 }

@@ -1,7 +1,7 @@
-//! The metadata cache: each workflow's `GET /workflows/{id}` document and each
-//! host's `GET /config`, kept in the client library's
-//! [`TtlCache`] with a per-entry TTL (the
-//! workflow's `config_ttl`), the same cache `RemoteWorkflow` uses.
+//! The metadata cache: each agent's, team's and workflow's document
+//! (`GET /agents/{id}`, ...) and each host's `GET /config`, kept in the client
+//! library's [`TtlCache`] with a per-entry TTL (the entry's `config_ttl`),
+//! the same cache `RemoteWorkflow` uses.
 //!
 //! A document is cached under the credential that fetched it: a host may
 //! show different callers different things, or refuse some, so one caller's
@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::{HostGroup, Upstream, is_host_failure};
 use crate::client::cache::{Lookup, TtlCache};
-use crate::config::Secret;
+use crate::config::{EntryKind, Secret};
 use crate::error::UpstreamError;
 
 /// Most fresh entries held. Callers' credentials are keys, so callers decide
@@ -54,8 +54,9 @@ enum Credential {
 /// remote id), so an old document never answers for the new one.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
-    /// A workflow's document, by gateway id.
-    Workflow(String, u64, Credential),
+    /// An agent's, team's or workflow's document, by kind, gateway id and
+    /// config generation.
+    Entry(EntryKind, String, u64, Credential),
     /// A host group's `/config`, by group name.
     HostConfig(String, u64, Credential),
 }
@@ -134,11 +135,11 @@ impl ConfigCache {
         }
     }
 
-    /// The workflow's `GET /workflows/{workflow_id}` document with `id`
-    /// rewritten to the gateway id, as `caller` (the caller's
+    /// The entry's document on its host (`GET /agents/{agent_id}`, ...)
+    /// with `id` rewritten to the gateway id, as `caller` (the caller's
     /// `Authorization` header, if it sent one) may see it. `refresh` skips
     /// the cache.
-    pub async fn workflow(
+    pub async fn entry(
         &self,
         upstream: &Upstream,
         refresh: bool,
@@ -147,28 +148,31 @@ impl ConfigCache {
         let (credential, authorization) =
             self.credential(caller, upstream.config.auth_token.as_ref());
         let authorization = authorization.as_deref();
-        let (workflow_id, timeout) = (&upstream.config.workflow_id, self.fetch_timeout);
+        let (path, timeout) = (upstream.upstream_prefix.as_str(), self.fetch_timeout);
         let fetch = async {
             let mut doc = upstream
                 .group
-                .idempotent(|client| async move {
-                    client
-                        .get_workflow(workflow_id, authorization, timeout)
-                        .await
-                })
+                .idempotent(
+                    |client| async move { client.get_json(path, timeout, authorization).await },
+                )
                 .await?;
             if let Some(object) = doc.as_object_mut() {
                 object.insert("id".into(), Value::String(upstream.config.id.clone()));
             }
             Ok(Arc::new(doc))
         };
-        let key = CacheKey::Workflow(upstream.config.id.clone(), upstream.generation, credential);
+        let key = CacheKey::Entry(
+            upstream.kind(),
+            upstream.config.id.clone(),
+            upstream.generation,
+            credential,
+        );
         self.get_or_fetch(key, upstream.config.config_ttl, refresh, fetch)
             .await
     }
 
     /// The host group's `GET /config` (from any of its replicas), as
-    /// `caller` may see it; see [`ConfigCache::workflow`].
+    /// `caller` may see it; see [`ConfigCache::entry`].
     pub async fn host_config(
         &self,
         group: &HostGroup,

@@ -1,4 +1,5 @@
-//! The upstream layer: which host group runs which workflow, the replicas of
+//! The upstream layer: which host group runs which agent, team or workflow,
+//! the replicas of
 //! each group ([`replica`]), their health and discovery ([`health`]), which
 //! replica owns which run ([`owners`]), and the metadata cache ([`cache`]).
 //!
@@ -21,25 +22,31 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{AgentOsClient, ClientError};
-use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
+use crate::config::{Config, EntryConfig, EntryKind, HostGroupConfig, HostSource, Secret};
 use crate::error::UpstreamError;
 use crate::observability::metrics::RouteMetricsCache;
 use crate::proxy::transport::{Transport, TransportSettings, host_tls};
 use replica::{Replica, ReplicaSet};
 
-/// One exposed workflow and the host group that runs it.
+/// One exposed agent, team or workflow and the host group that runs it.
 #[derive(Debug)]
 pub struct Upstream {
-    pub config: WorkflowConfig,
-    /// This workflow's request metrics, by route.
+    pub config: EntryConfig,
+    /// This entry's request metrics, by route.
     pub metrics: RouteMetricsCache,
     pub group: Arc<HostGroup>,
-    /// `/workflows/{workflow_id}` on the host: the prefix every forwarded
-    /// workflow call is rewritten to.
+    /// `/{agents|teams|workflows}/{remote id}` on the host: the prefix every
+    /// forwarded call is rewritten to, and where its document is fetched.
     pub upstream_prefix: String,
     /// Changes when a reload changes this entry's definition, so metadata
     /// cached for the old one is never served for the new one.
     pub generation: u64,
+}
+
+impl Upstream {
+    pub fn kind(&self) -> EntryKind {
+        self.config.kind
+    }
 }
 
 /// Replicas that serve the same workflows.
@@ -48,9 +55,9 @@ pub struct HostGroup {
     pub config: HostGroupConfig,
     pub replicas: ReplicaSet,
     /// The token for the group's own metadata (`GET /config`): the first
-    /// `auth_token` configured for any of its workflows.
+    /// `auth_token` configured for any of its entries.
     pub metadata_token: Option<Secret>,
-    /// The shortest `config_ttl` of the group's workflows.
+    /// The shortest `config_ttl` of the group's entries.
     pub config_ttl: Duration,
     /// Changes when a reload changes the group's definition; see
     /// [`Upstream::generation`].
@@ -144,14 +151,16 @@ fn note_health<T>(replica: &Replica, result: &Result<T, UpstreamError>) {
     }
 }
 
-/// All configured workflows and host groups: one immutable snapshot of the
-/// config, swapped whole by a reload.
+/// All configured agents, teams and workflows, and their host groups: one
+/// immutable snapshot of the config, swapped whole by a reload.
 #[derive(Debug)]
 pub struct Upstreams {
     /// Looked up two or three times a request, with ids from request paths:
     /// foldhash (hashbrown's default, randomly seeded) costs a fraction of
     /// SipHash, and the keys are the config's, so no caller can grow the map.
-    by_id: HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>,
+    /// Ids are unique per kind only: one map per kind, by
+    /// [`EntryKind::index`].
+    by_id: [HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>; 3],
     ordered: Vec<Arc<Upstream>>,
     groups: Vec<Arc<HostGroup>>,
     /// What the host connections were built with; a reload that changes it
@@ -213,7 +222,7 @@ impl Upstreams {
         let mut groups: Vec<Arc<HostGroup>> = Vec::with_capacity(config.host_groups.len());
         for group_config in &config.host_groups {
             let members = config
-                .workflows
+                .entries
                 .iter()
                 .filter(|w| w.host_group == group_config.name);
             let metadata_token = members.clone().find_map(|w| w.auth_token.clone());
@@ -250,28 +259,28 @@ impl Upstreams {
             }
             groups.push(Arc::new(group));
         }
-        let mut ordered = Vec::with_capacity(config.workflows.len());
-        for wf in &config.workflows {
-            let Some(group) = groups.iter().find(|g| g.name() == wf.host_group) else {
-                // Config validation guarantees every workflow's group exists.
+        let mut ordered = Vec::with_capacity(config.entries.len());
+        for entry in &config.entries {
+            let Some(group) = groups.iter().find(|g| g.name() == entry.host_group) else {
+                // Config validation guarantees every entry's group exists.
                 continue;
             };
             let generation = previous
-                .and_then(|p| p.get(&wf.id))
-                .filter(|old| old.config == *wf && old.group.generation == group.generation)
+                .and_then(|p| p.get(entry.kind, &entry.id))
+                .filter(|old| old.config == *entry && old.group.generation == group.generation)
                 .map_or_else(next_generation, |old| old.generation);
             ordered.push(Arc::new(Upstream {
-                upstream_prefix: format!("/workflows/{}", wf.workflow_id),
-                metrics: RouteMetricsCache::new(wf.id.as_str().into()),
-                config: wf.clone(),
+                upstream_prefix: format!("/{}/{}", entry.kind.plural(), entry.remote_id),
+                metrics: RouteMetricsCache::new(entry.kind, entry.id.as_str().into()),
+                config: entry.clone(),
                 group: group.clone(),
                 generation,
             }));
         }
-        let by_id = ordered
-            .iter()
-            .map(|u| (u.config.id.clone(), u.clone()))
-            .collect();
+        let mut by_id: [HashMap<_, _, _>; 3] = Default::default();
+        for upstream in &ordered {
+            by_id[upstream.kind().index()].insert(upstream.config.id.clone(), upstream.clone());
+        }
         Ok(Upstreams {
             by_id,
             ordered,
@@ -281,14 +290,19 @@ impl Upstreams {
         })
     }
 
-    /// The workflow exposed under `id`.
-    pub fn get(&self, id: &str) -> Option<&Arc<Upstream>> {
-        self.by_id.get(id)
+    /// The entry of `kind` exposed under `id`.
+    pub fn get(&self, kind: EntryKind, id: &str) -> Option<&Arc<Upstream>> {
+        self.by_id[kind.index()].get(id)
     }
 
-    /// Every workflow, in the order of the config file.
-    pub fn workflows(&self) -> &[Arc<Upstream>] {
+    /// Every entry, agents first, each kind in the order of the config file.
+    pub fn entries(&self) -> &[Arc<Upstream>] {
         &self.ordered
+    }
+
+    /// The entries of one kind, in the order of the config file.
+    pub fn of(&self, kind: EntryKind) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.ordered.iter().filter(move |u| u.kind() == kind)
     }
 
     /// Every host group.

@@ -15,15 +15,18 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use super::replica::Replica;
+use crate::config::EntryKind;
 
 /// How long an owner is remembered: longer than any run streams or stays
 /// paused in practice; an expired entry only costs a fan-out.
 const OWNER_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_RUNS: u64 = 1_000_000;
 
-/// `(gateway workflow id, run_id) → replica`.
+/// `(kind, gateway id, run_id) → replica`. The kind is part of the key:
+/// agent `x` and workflow `x` are different entries, possibly on different
+/// hosts.
 pub struct RunOwners {
-    owners: Cache<(Arc<str>, Arc<str>), Arc<Replica>>,
+    owners: Cache<(EntryKind, Arc<str>, Arc<str>), Arc<Replica>>,
 }
 
 impl std::fmt::Debug for RunOwners {
@@ -50,14 +53,14 @@ impl RunOwners {
         }
     }
 
-    /// Remembers that `replica` runs `run_id` of `workflow`.
-    pub fn record(&self, workflow: &str, run_id: &str, replica: &Arc<Replica>) {
+    /// Remembers that `replica` runs `run_id` of the `kind` entry `id`.
+    pub fn record(&self, kind: EntryKind, id: &str, run_id: &str, replica: &Arc<Replica>) {
         self.owners
-            .insert((workflow.into(), run_id.into()), replica.clone());
+            .insert((kind, id.into(), run_id.into()), replica.clone());
     }
 
-    /// The replica that runs `run_id`, if known.
-    pub fn get(&self, workflow: &str, run_id: &str) -> Option<Arc<Replica>> {
-        self.owners.get(&(Arc::from(workflow), Arc::from(run_id)))
+    /// The replica that runs `run_id` of the `kind` entry `id`, if known.
+    pub fn get(&self, kind: EntryKind, id: &str, run_id: &str) -> Option<Arc<Replica>> {
+        self.owners.get(&(kind, Arc::from(id), Arc::from(run_id)))
     }
 }

@@ -103,6 +103,9 @@ def env():
             f'[[workflows]]\nid = "{wid}"\nbase_url = "{a}"\n\n'
             for wid in ("echo-wf", "slow-wf", "fail-wf", "inspect-wf", "hitl-wf")
         )
+        agents = "".join(
+            f'[[agents]]\nid = "{aid}"\nbase_url = "{a}"\n\n' for aid in ("echo-agent", "slow-agent", "hitl-agent")
+        )
         toml = f"""
 [server]
 listen = "127.0.0.1:{ports['gw']}"
@@ -133,6 +136,37 @@ workflow_id = "echo-wf"
 id = "doomed-echo"
 base_url = "{c}"
 workflow_id = "echo-wf"
+
+{agents}
+[[agents]]
+id = "secured-agent"
+base_url = "{b}"
+agent_id = "echo-agent"
+auth_token = "${{HOST_B_KEY}}"
+
+[[agents]]
+id = "doomed-agent"
+base_url = "{c}"
+agent_id = "echo-agent"
+
+[[teams]]
+id = "echo-team"
+base_url = "{a}"
+
+[[teams]]
+id = "slow-team"
+base_url = "{a}"
+
+[[teams]]
+id = "hitl-team"
+base_url = "{a}"
+
+# The same id as the team on another kind: kinds never mix.
+[[workflows]]
+id = "echo-team"
+base_url = "{b}"
+workflow_id = "shared-wf"
+auth_token = "${{HOST_B_KEY}}"
 """
         (tmp / "gateway.toml").write_text(toml)
         binary = os.environ.get("AGENTOS_GATEWAY_BIN", str(REPO / "target" / "release" / "agentos-gateway"))

@@ -3,7 +3,7 @@
     python hosts.py --port P --name a --db-dir DIR     (OS_SECURITY_KEY in the environment secures it)
 
 Its workflows need no model and no network: every step is a plain Python
-function.
+function. Its agents and teams run on fake_model's deterministic models.
 - echo-wf     echoes its input
 - slow-wf     streams SLOW_EVENTS progress events (default 40), 50 ms apart
 - fail-wf     raises in its step (no retries, not skipped: the run fails)
@@ -11,6 +11,13 @@ function.
               and media it received
 - hitl-wf     pauses for a human confirmation, then echoes
 - shared-wf   says which host ran it (the same id on every host)
+- echo-agent  answers "echo: <message>"
+- slow-agent  streams SLOW_EVENTS content chunks, 50 ms apart, then answers
+- hitl-agent  calls a tool that needs confirmation (the run pauses), then
+              answers with the tool's result
+- echo-team   a team (member: echo-agent) whose leader answers "echo: ..."
+- slow-team   a team whose leader streams like slow-agent
+- hitl-team   a team whose leader calls a tool that needs confirmation
 """
 
 import argparse
@@ -19,11 +26,15 @@ import json
 import os
 
 import uvicorn
+from agno.agent import Agent
 from agno.db.sqlite import SqliteDb
 from agno.os import AgentOS
+from agno.team import Team
+from agno.tools import tool
 from agno.workflow import Workflow
 from agno.workflow.step import Step
 from agno.workflow.types import HumanReview, OnError, StepInput, StepOutput, StepProgress
+from fake_model import EchoModel, ToolCallingModel
 
 
 def main() -> None:
@@ -77,7 +88,28 @@ def main() -> None:
         ),
         workflow("shared-wf", "Shared Workflow", Step(name="shared", executor=shared)),
     ]
-    agent_os = AgentOS(id=f"host-{host}", description=f"compat host {host}", workflows=workflows)
+    @tool(requires_confirmation=True)
+    def approve(what: str) -> str:
+        """Approve something."""
+        return f"approved {what}"
+
+    def agent(aid: str, name: str, **kwargs) -> Agent:
+        return Agent(id=aid, name=name, description=f"{name} on host {host}", db=db, **kwargs)
+
+    echo_agent = agent("echo-agent", "Echo Agent", model=EchoModel())
+    agents = [
+        echo_agent,
+        agent("slow-agent", "Slow Agent", model=EchoModel(words=slow_events)),
+        agent("hitl-agent", "HITL Agent", model=ToolCallingModel(), tools=[approve]),
+    ]
+    teams = [
+        Team(id="echo-team", name="Echo Team", description=f"Echo Team on host {host}", model=EchoModel(), members=[echo_agent], db=db),
+        Team(id="slow-team", name="Slow Team", model=EchoModel(words=slow_events), members=[echo_agent], db=db),
+        Team(id="hitl-team", name="HITL Team", model=ToolCallingModel(), members=[echo_agent], tools=[approve], db=db),
+    ]
+    agent_os = AgentOS(
+        id=f"host-{host}", description=f"compat host {host}", agents=agents, teams=teams, workflows=workflows
+    )
     uvicorn.run(agent_os.get_app(), host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -317,3 +317,14 @@ async def test_zz_a_stopped_host_fails_fast_and_spares_the_others(env):
         listing = await http.get(f"{env.gateway}/workflows")
         assert listing.status_code == 200
         assert "doomed-echo" in {w["id"] for w in listing.json()}
+        # Its agent is still listed, and hides no other host's agents or teams.
+        listing = await http.get(f"{env.gateway}/agents")
+        assert listing.status_code == 200
+        listed = {a["id"]: a for a in listing.json()}
+        assert {"doomed-agent", "echo-agent", "secured-agent"} <= set(listed)
+        assert listed["echo-agent"]["model"]["provider"] == "Fake"
+        config = (await http.get(f"{env.gateway}/config")).json()
+        assert "doomed-agent" in {a["id"] for a in config["agents"]}
+        assert [t["id"] for t in config["teams"]] == ["echo-team", "slow-team", "hitl-team"]
+        r = await http.post(f"{env.gateway}/agents/doomed-agent/runs", data={"message": "x", "stream": "false"})
+        assert r.status_code in (502, 503) and "agent 'doomed-agent'" in r.json()["detail"]
