@@ -19,6 +19,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+mod auth;
+pub use auth::{
+    AuthConfig, Cidr, DEFAULT_ADMIN_SCOPE, DEFAULT_EXCLUDED_ROUTE_PATHS, JwtConfig, LimitsConfig,
+    Rate,
+};
+
 /// RemoteWorkflow's default idle timeout, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 /// RemoteWorkflow's default config cache TTL, in seconds.
@@ -94,6 +100,10 @@ pub struct Config {
     /// per distinct `base_url`/`base_urls` of a workflow.
     pub host_groups: Vec<HostGroupConfig>,
     pub workflows: Vec<WorkflowConfig>,
+    /// `[auth]`: edge authentication and authorization.
+    pub auth: AuthConfig,
+    /// `[limits]`: per-caller rate limits.
+    pub limits: LimitsConfig,
 }
 
 /// Replicas that serve the same workflows, and how they are watched.
@@ -233,6 +243,9 @@ pub struct WorkflowConfig {
     pub config_ttl: Duration,
     /// Sent as `Authorization: Bearer` when the caller sends no Authorization.
     pub auth_token: Option<Secret>,
+    /// Whether the caller's `Authorization` reaches the host; when false it
+    /// is replaced by `auth_token` (or dropped).
+    pub forward_caller_token: bool,
 }
 
 /// A credential that never shows up in `Debug` output or logs.
@@ -293,6 +306,10 @@ struct RawConfig {
     host_groups: Vec<Spanned<RawHostGroup>>,
     #[serde(default)]
     workflows: Vec<Spanned<RawWorkflow>>,
+    #[serde(default)]
+    auth: auth::RawAuth,
+    #[serde(default)]
+    limits: auth::RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +327,7 @@ struct RawHostGroup {
     eject_base: Option<Spanned<f64>>,
     eject_max: Option<Spanned<f64>>,
     dns_refresh: Option<Spanned<f64>>,
+    forward_caller_token: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -382,6 +400,7 @@ struct RawWorkflow {
     heartbeat: Option<Spanned<f64>>,
     cancel_on_disconnect: Option<Spanned<bool>>,
     config_ttl: Option<Spanned<f64>>,
+    forward_caller_token: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -960,6 +979,7 @@ fn validate(
             v => optional_seconds(from_file(v), key, locate),
         };
         let timeout = secs(&w.timeout, "workflows.timeout", d.timeout)?;
+        let forward_caller_token = forward_caller_token(w, &raw.host_groups, &host_group);
         workflows.push(WorkflowConfig {
             id: id.clone(),
             host_group,
@@ -986,14 +1006,34 @@ fn validate(
                 .map_or(d.cancel_on_disconnect, |v| *v.get_ref()),
             config_ttl: secs(&w.config_ttl, "workflows.config_ttl", d.config_ttl)?,
             auth_token,
+            forward_caller_token,
         });
     }
+    let auth = auth::auth(&raw.auth, env, locate)?;
+    let ids: Vec<String> = workflows.iter().map(|w| w.id.clone()).collect();
+    let limits = auth::limits(&raw.limits, &ids, locate)?;
     Ok(Config {
         server,
         admin,
         host_groups,
         workflows,
+        auth,
+        limits,
     })
+}
+
+/// A workflow's `forward_caller_token`, else its named host group's, else
+/// true (the caller's token goes on, as before the setting existed).
+fn forward_caller_token(w: &RawWorkflow, groups: &[Spanned<RawHostGroup>], group: &str) -> bool {
+    w.forward_caller_token
+        .as_ref()
+        .or_else(|| {
+            groups
+                .iter()
+                .find(|g| g.get_ref().name.get_ref() == group)
+                .and_then(|g| g.get_ref().forward_caller_token.as_ref())
+        })
+        .is_none_or(|v| *v.get_ref())
 }
 
 /// A `[server]` duration: its key, and its default in seconds.

@@ -17,6 +17,7 @@ use tower::{Layer, Service};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
+use crate::auth::{Auth, AuthLayer};
 use crate::config::ServerConfig;
 use crate::observability::access::{Access, AccessLayer};
 use crate::routes::Routes;
@@ -81,12 +82,14 @@ impl HeadFraming {
 /// What the listener serves: the routes inside every layer.
 pub type App = NormalizePath<OriginGatedCors>;
 
-/// The routes inside the access layer.
-type Logged = Access<Routes>;
+/// The routes inside the auth layer, inside the access layer (so refusals
+/// are logged and counted like any answer).
+type Logged = Access<Auth<Routes>>;
 
 /// Wraps `routes` in every layer.
 pub fn apply(routes: Routes, state: &SharedState) -> App {
     let server = &state.server;
+    let routes = AuthLayer::new(state.clone()).layer(routes);
     let routes = AccessLayer::new(state.clone(), server.max_body_bytes).layer(routes);
     let gated = OriginGatedCors {
         cors: cors(server).layer(routes.clone()),

@@ -8,6 +8,8 @@
 //! - [`server`]: serving the app on a bound listener (hyper frames every
 //!   connection, within the connection limits), and shutdown signals.
 //! - [`layers`]: request ids, tracing, access log, body limit, CORS: tower layers around every route.
+//! - [`auth`]: edge authentication (AgentOS's JWT semantics, `security_key`), scope RBAC and
+//!   per-caller rate limits: the innermost layer, refusing before anything reaches a host.
 //! - [`observability`]: Prometheus metrics and the access log layer.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
 //!   resource (`health`, `config`, `workflows`).
@@ -23,6 +25,7 @@
 //!   `/gateway/upstreams` (every host and its last error), and the probes.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     pub cache: ConfigCache,
     pub metrics: Metrics,
+    /// Edge authentication, authorization and rate limits.
+    pub auth: Arc<crate::auth::Gate>,
     /// Cancelled when the drain deadline passes: open streams end with an
     /// error event and their runs are cancelled on the host.
     pub end_streams: CancellationToken,
@@ -44,6 +46,7 @@ impl AppState {
             upstreams: Upstreams::new(config)?,
             cache: ConfigCache::new(config.server.config_fetch_timeout),
             metrics: Metrics::new(),
+            auth: Arc::new(crate::auth::Gate::new(config)),
             end_streams: CancellationToken::new(),
             hurry: CancellationToken::new(),
             background: TaskTracker::new(),
