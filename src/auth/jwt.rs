@@ -342,7 +342,7 @@ fn segment(s: &str, name: &str) -> Result<Vec<u8>, Rejection> {
     let bad = || invalid(format!("Invalid {name} padding"));
     let stripped = s.trim_end_matches('=');
     let padding = s.len() - stripped.len();
-    if padding > 2 || (padding > 0 && s.len() % 4 != 0) || stripped.len() % 4 == 1 {
+    if padding > 2 || (padding > 0 && !s.len().is_multiple_of(4)) || stripped.len() % 4 == 1 {
         return Err(bad());
     }
     if !stripped

@@ -384,7 +384,7 @@ pub fn has_required(
         return true;
     }
     let parsed: Vec<Scope<'_>> = user_scopes.iter().map(|s| parse(s, admin)).collect();
-    if parsed.iter().any(|s| *s == Scope::Admin) {
+    if parsed.contains(&Scope::Admin) {
         return true;
     }
     required.iter().all(|req| {
