@@ -488,7 +488,75 @@ pub(super) fn limits(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Config;
     use super::*;
+    use std::path::Path;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        let env = |name: &str| (name == "JWT_SECRET").then(|| "from-env-secret".to_owned());
+        Config::parse(Path::new("gw.toml"), src, &env)
+    }
+
+    fn err(src: &str) -> String {
+        match parse(src) {
+            Ok(_) => panic!("expected an error for:\n{src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn jwt_defaults_are_agentos_middleware_defaults() {
+        let c =
+            parse("[auth.jwt]\nalgorithm = \"HS256\"\nverification_keys = [\"${JWT_SECRET}\"]\n")
+                .unwrap();
+        let j = c.auth.jwt.unwrap();
+        assert_eq!(j.token_source, TokenSource::Header);
+        assert_eq!(j.cookie_name, "access_token");
+        assert_eq!(
+            (j.scopes_claim.as_str(), j.user_id_claim.as_str()),
+            ("scopes", "sub")
+        );
+        assert_eq!(j.session_id_claim, "session_id");
+        assert!(!j.verify_audience && !j.authorization);
+        assert_eq!((j.leeway, j.admin_scope.as_str()), (10, "agent_os:admin"));
+        assert!(j.excluded_route_paths.iter().any(|p| p == "/health"));
+        assert!(!format!("{j:?}").contains("from-env-secret"));
+        assert!(!c.limits.enabled());
+    }
+
+    #[test]
+    fn auth_and_limit_mistakes_name_file_line_and_key() {
+        let e = err("[auth.jwt]\nalgorithm = \"RS257\"\nverification_keys = [\"x\"]\n");
+        assert!(
+            e.starts_with("gw.toml:2:") && e.contains("auth.jwt.algorithm"),
+            "{e}"
+        );
+        let e = err("[auth.jwt]\nverification_keys = [\"not a pem\"]\n");
+        assert!(e.starts_with("gw.toml:2:") && e.contains("PEM"), "{e}");
+        let e = err(
+            "[auth.jwt]\nalgorithm = \"HS256\"\nverification_keys = [\"-----BEGIN PUBLIC KEY-----\"]\n",
+        );
+        assert!(e.contains("HMAC"), "{e}");
+        let e = err("[auth.jwt]\nalgorithm = \"HS256\"\n");
+        assert!(e.contains("at least one verification key"), "{e}");
+        let e = err("[auth.jwt]\nalgorithm = \"HS256\"\nverification_keys = [\"${NOPE}\"]\n");
+        assert!(e.starts_with("gw.toml:3:") && e.contains("NOPE"), "{e}");
+        let e = err(
+            "[auth.jwt]\nalgorithm = \"HS256\"\nverification_keys = [\"k\"]\nvalidate = false\n",
+        );
+        assert!(e.starts_with("gw.toml:4:") && e.contains("validate"), "{e}");
+        let e = err("[limits]\nrun_rate = 0\n");
+        assert!(
+            e.starts_with("gw.toml:2:") && e.contains("limits.run_rate"),
+            "{e}"
+        );
+        let e = err("[limits.workflows.nope]\nrun_rate = 1\n");
+        assert!(e.contains("limits.workflows.nope"), "{e}");
+        let e = err("[limits]\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("limits.trusted_proxies"), "{e}");
+        let e = err("[auth]\nsecurity_key = \"\"\n");
+        assert!(e.contains("auth.security_key"), "{e}");
+    }
 
     #[test]
     fn cidr_blocks() {
