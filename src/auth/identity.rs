@@ -7,8 +7,11 @@
 //! last value of a repeated field, so the verified one wins.
 //!
 //! The fields are appended as the body streams (nothing is buffered); a
-//! declared `Content-Length` grows by their size. A multipart run body is
-//! forwarded unchanged: see the README (Auth) for why and what to do.
+//! declared `Content-Length` grows by their size. A multipart run body
+//! gets the same fields as parts inserted before its closing delimiter:
+//! only a short tail is held back to find it, and a body whose closing
+//! delimiter is not within that tail is cut off (the host then refuses an
+//! unfinished form) rather than sent on with the caller's own `user_id`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,42 +38,168 @@ pub fn apply(identity: &Identity, request: &mut Request) {
     if request.method() != Method::POST || !is_run(request.uri().path()) {
         return;
     }
-    let urlencoded = request
+    let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .starts_with(b"application/x-www-form-urlencoded")
-        });
-    if !urlencoded {
-        return;
-    }
-    let mut fields = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(user_id) = &identity.user_id {
-        fields.append_pair("user_id", user_id);
-    }
-    if let Some(session_id) = &identity.session_id {
-        fields.append_pair("session_id", session_id);
-    }
-    let fields = Bytes::from(fields.finish());
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(len) = declared {
+    let pairs = [
+        ("user_id", &identity.user_id),
+        ("session_id", &identity.session_id),
+    ];
+    let body = std::mem::take(request.body_mut());
+    let (body, added) = if content_type.starts_with("application/x-www-form-urlencoded") {
+        let mut fields = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                fields.append_pair(name, value);
+            }
+        }
+        let fields = Bytes::from(fields.finish());
         // `&` plus the fields, or the fields alone after an empty body.
-        let grown = len + fields.len() as u64 + u64::from(len > 0);
+        let added = fields.len() as u64 + u64::from(declared.is_some_and(|l| l > 0));
+        let body = Body::new(Appended {
+            inner: body,
+            fields: Some(fields),
+            seen: false,
+        });
+        (body, added)
+    } else if let Some(boundary) = multipart_boundary(&content_type) {
+        let mut parts = Vec::new();
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                // A quote or line break would end the part early; the
+                // value goes as is otherwise, as a browser sends it.
+                let value = value.replace(['\r', '\n'], " ");
+                parts.extend_from_slice(
+                    format!(
+                        "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        let added = parts.len() as u64;
+        let body = Body::new(Multipart {
+            inner: body,
+            close: format!("\r\n--{boundary}--").into_bytes(),
+            parts: Some(Bytes::from(parts)),
+            held: Vec::new(),
+        });
+        (body, added)
+    } else {
+        *request.body_mut() = body;
+        return;
+    };
+    if let Some(len) = declared {
         request
             .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(grown));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len + added));
     }
-    let body = std::mem::take(request.body_mut());
-    *request.body_mut() = Body::new(Appended {
-        inner: body,
-        fields: Some(fields),
-        seen: false,
-    });
+    *request.body_mut() = body;
+}
+
+/// The `boundary` of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// Bytes held back from a multipart body: room for the closing delimiter
+/// and a short epilogue after it.
+const MULTIPART_TAIL: usize = 1024;
+
+pin_project! {
+    /// A multipart body with parts inserted before its closing delimiter.
+    struct Multipart {
+        #[pin]
+        inner: Body,
+        close: Vec<u8>,
+        parts: Option<Bytes>,
+        held: Vec<u8>,
+    }
+}
+
+impl HttpBody for Multipart {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let mut this = self.project();
+        loop {
+            let Some(parts) = this.parts.as_ref() else {
+                return Poll::Ready(None);
+            };
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    this.held.extend_from_slice(&data);
+                    let keep = this.close.len() + MULTIPART_TAIL;
+                    if this.held.len() > keep {
+                        let out: Vec<u8> = this.held.drain(..this.held.len() - keep).collect();
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    let at = this
+                        .held
+                        .windows(this.close.len())
+                        .rposition(|w| w == this.close.as_slice());
+                    let Some(at) = at else {
+                        this.parts.take();
+                        return Poll::Ready(Some(Err(axum::Error::new(
+                            "multipart body: no closing delimiter near its end",
+                        ))));
+                    };
+                    let mut out = Vec::with_capacity(this.held.len() + parts.len());
+                    out.extend_from_slice(&this.held[..at]);
+                    out.extend_from_slice(parts);
+                    out.extend_from_slice(&this.held[at..]);
+                    this.parts.take();
+                    this.held.clear();
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        if let Some(parts) = &self.parts {
+            let extra = parts.len() as u64;
+            hint = match hint.exact() {
+                Some(n) => SizeHint::with_exact(n + extra),
+                None => SizeHint::new(),
+            };
+        }
+        hint
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_none()
+    }
 }
 
 /// `/{workflows,agents,teams}/{id}/runs` and `.../runs/{run_id}/continue`.
@@ -196,6 +325,55 @@ mod tests {
         assert_eq!(
             forwarded("m=1", &both).await.0,
             "m=1&user_id=u&session_id=s"
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_gets_the_verified_user_as_its_last_part() {
+        let body =
+            "--B\r\nContent-Disposition: form-data; name=\"user_id\"\r\n\r\nmallory\r\n--B--\r\n";
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri("/agents/a/runs")
+            .header("content-type", "multipart/form-data; boundary=\"B\"")
+            .header("content-length", body.len())
+            .body(Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap();
+        let id = Identity {
+            user_id: Some("alice".into()),
+            session_id: None,
+        };
+        apply(&id, &mut request);
+        let len: usize = request.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        let sent = String::from_utf8(bytes.to_vec()).unwrap();
+        assert_eq!(
+            sent,
+            "--B\r\nContent-Disposition: form-data; name=\"user_id\"\r\n\r\nmallory\r\n--B\r\nContent-Disposition: form-data; name=\"user_id\"\r\n\r\nalice\r\n--B--\r\n"
+        );
+        assert_eq!(len, sent.len());
+
+        let mut unclosed = http::Request::builder()
+            .method("POST")
+            .uri("/workflows/w/runs")
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(Body::from(
+                "--B\r\nContent-Disposition: form-data; name=\"m\"\r\n\r\nx",
+            ))
+            .unwrap();
+        apply(&id, &mut unclosed);
+        assert!(
+            unclosed.into_body().collect().await.is_err(),
+            "cut off, never sent as is"
         );
     }
 }
