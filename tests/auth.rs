@@ -551,3 +551,96 @@ async fn no_token_key_or_secret_reaches_the_log() {
         assert!(!log.contains(tail), "`{tail}` appears in the log:\n{log}");
     }
 }
+
+/// An IdP serving a JWKS document the test can rotate or break, counting
+/// fetches.
+struct Idp {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<(Value, bool)>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Idp {
+    async fn start(keys: Value) -> Idp {
+        use axum::routing::get;
+        use std::sync::atomic::Ordering;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new((keys, true)));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, f) = (shared.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            get(move || {
+                let (s, f) = (s.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let (doc, up) = s.lock().unwrap().clone();
+                    if up {
+                        (http::StatusCode::OK, doc.to_string())
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, String::new())
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Idp {
+            url,
+            keys: shared,
+            fetches,
+        }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn jwk(s: &Signer, kid: &str) -> Value {
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&s.encoding, s.alg).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    serde_json::to_value(jwk).unwrap()
+}
+
+#[tokio::test]
+async fn jwks_url_is_fetched_refetched_on_unknown_kid_and_kept_when_down() {
+    let (one, two) = (signer(Algorithm::ES256), signer(Algorithm::ES256));
+    let idp = Idp::start(json!({"keys": [jwk(&one, "k1")]})).await;
+    let host = MockHost::start("host-os").await;
+    let config = |min_refetch: &str| {
+        format!(
+            "[server]\nhealth_checks = false\n[auth.jwt]\nalgorithm = \"ES256\"\njwks_url = \"{}\"\njwks_min_refetch = {min_refetch}\n{}",
+            idp.url,
+            workflow("wf", &host.url, "wf")
+        )
+    };
+    let gw = Gateway::start(&config("3600")).await;
+    let token_one = format!("Bearer {}", sign(&one, &claims(json!({})), Some("k1")));
+    let token_two = format!("Bearer {}", sign(&two, &claims(json!({})), Some("k2")));
+    assert_eq!(run_as(&gw, Some(&token_one)).await.0, 200);
+    // The IdP rotates in k2, but the start-up fetch was within the hour:
+    // no refetch, however many unknown kids arrive.
+    idp.keys.lock().unwrap().0 = json!({"keys": [jwk(&one, "k1"), jwk(&two, "k2")]});
+    let before = idp.fetches();
+    for _ in 0..3 {
+        let (status, body) = run_as(&gw, Some(&token_two)).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    assert_eq!(idp.fetches(), before, "no refetch within the interval");
+
+    // A gateway allowed to refetch at once picks up a rotated key, and keeps
+    // the last good set while the IdP is down.
+    let eager = Gateway::start(&config("0.001")).await;
+    let unknown = format!("Bearer {}", sign(&two, &claims(json!({})), Some("k9")));
+    assert_eq!(run_as(&eager, Some(&token_two)).await.0, 200);
+    idp.keys.lock().unwrap().1 = false;
+    let down = idp.fetches();
+    assert_eq!(run_as(&eager, Some(&unknown)).await.0, 401);
+    assert!(idp.fetches() > down, "refetched on the unknown kid");
+    assert_eq!(
+        run_as(&eager, Some(&token_one)).await.0,
+        200,
+        "last good set kept while the IdP is down"
+    );
+}

@@ -160,6 +160,11 @@ impl KeySet {
         Ok(added)
     }
 
+    /// Whether there are any JWKS keys.
+    pub fn has_jwks(&self) -> bool {
+        !self.jwks.is_empty()
+    }
+
     /// Whether the JWKS part knows `kid`.
     pub fn knows_kid(&self, kid: &str) -> bool {
         self.jwks.contains_key(kid)
@@ -293,6 +298,14 @@ pub fn validate(
         }
     }
     Ok(payload)
+}
+
+/// The `kid` a token's header names, unverified (to pick or fetch keys).
+pub fn unverified_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = segment(header, "header").ok()?;
+    let header: Value = serde_json::from_slice(&bytes).ok()?;
+    header.get("kid")?.as_str().map(str::to_owned)
 }
 
 /// A token cut into its parts, as PyJWT's `_load` does.

@@ -12,15 +12,18 @@
 //!
 //! - [`jwt`]: token verification with PyJWT's rules and messages.
 //! - [`scopes`]: AgentOS's route → scope map and scope matching.
+//! - [`jwks`]: the keys in force, with `jwks_url` fetched and refreshed.
 //! - [`limits`]: per-caller token buckets.
 //! - [`identity`]: the verified user and session appended to a run's form.
 
 pub mod identity;
+pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod scopes;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -57,6 +60,7 @@ pub struct Gate {
 
 struct JwtGate {
     config: JwtConfig,
+    keys: Arc<jwks::Keys>,
     rules: Rules,
     audience: Vec<String>,
     scope_map: ScopeMap,
@@ -76,6 +80,7 @@ impl Gate {
                 .clone()
                 .unwrap_or_else(|| vec![config.server.os_id.clone()]),
             scope_map: ScopeMap::new(&c.scope_mappings),
+            keys: jwks::Keys::new(c.keys.clone(), c.jwks_url.clone()),
             config: c,
         });
         Gate {
@@ -182,11 +187,46 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         let gate = self.state.auth.clone();
         if !gate.active() {
             return Box::pin(self.inner.call(request));
         }
+        // With a `jwks_url`, an unknown `kid` may need the IdP first.
+        let remote = gate
+            .jwt
+            .as_ref()
+            .filter(|j| j.config.jwks_url.is_some())
+            .map(|j| {
+                (
+                    j.keys.clone(),
+                    j.token(&request).and_then(|t| jwt::unverified_kid(&t)),
+                )
+            });
+        let Some((keys, kid)) = remote else {
+            return self.decide(&gate, request);
+        };
+        // The ready service goes with the future; a clone stays behind.
+        let clone = self.clone();
+        let mut ready = std::mem::replace(self, clone);
+        Box::pin(async move {
+            keys.ensure_kid(kid.as_deref()).await;
+            ready.decide(&gate, request).await
+        })
+    }
+}
+
+impl<S> Auth<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// Admits or refuses `request` and, when admitted, calls the routes.
+    fn decide(
+        &mut self,
+        gate: &Gate,
+        mut request: Request,
+    ) -> BoxFuture<'static, Result<Response, Infallible>> {
         let passed = match gate.admit(&self.state, &mut request) {
             Ok(passed) => passed,
             Err(refusal) => return Box::pin(std::future::ready(Ok(refusal.into_response()))),
@@ -274,13 +314,7 @@ impl Gate {
 impl JwtGate {
     fn admit(&self, request: &Request, path: &str) -> Result<Passed, Refusal> {
         let c = &self.config;
-        let token = match c.token_source {
-            TokenSource::Header => header_token(request, &c.token_header_key),
-            TokenSource::Cookie => cookie_token(request, &c.cookie_name),
-            TokenSource::Both => header_token(request, &c.token_header_key)
-                .or_else(|| cookie_token(request, &c.cookie_name)),
-        };
-        let Some(token) = token else {
+        let Some(token) = self.token(request) else {
             return Err(unauthorized(match c.token_source {
                 TokenSource::Header => "Authorization header missing".to_owned(),
                 TokenSource::Cookie => format!("JWT cookie '{}' missing", c.cookie_name),
@@ -299,7 +333,8 @@ impl JwtGate {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let payload = jwt::validate(&c.keys, &self.rules, &token, expected, now).map_err(|e| {
+        let keys = self.keys.snapshot();
+        let payload = jwt::validate(&keys, &self.rules, &token, expected, now).map_err(|e| {
             let detail = e.detail();
             // AgentOS logs the same line; the token itself never is.
             tracing::warn!("{detail}");
@@ -348,6 +383,17 @@ impl JwtGate {
             }
         }
         Ok(Passed { identity, listing })
+    }
+
+    /// The token as `token_source` says to read it.
+    fn token(&self, request: &Request) -> Option<String> {
+        let c = &self.config;
+        match c.token_source {
+            TokenSource::Header => header_token(request, &c.token_header_key),
+            TokenSource::Cookie => cookie_token(request, &c.cookie_name),
+            TokenSource::Both => header_token(request, &c.token_header_key)
+                .or_else(|| cookie_token(request, &c.cookie_name)),
+        }
     }
 
     /// How a listing answer must be filtered, or the 403 AgentOS's list

@@ -44,6 +44,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     pub keys: Arc<KeySet>,
+    /// An IdP's JWKS, fetched and refreshed (beyond AgentOS).
+    pub jwks_url: Option<crate::auth::jwks::JwksSource>,
     pub algorithm: jsonwebtoken::Algorithm,
     pub token_source: TokenSource,
     pub token_header_key: http::HeaderName,
@@ -166,6 +168,9 @@ enum OneOrMany {
 struct RawJwt {
     verification_keys: Option<Spanned<Vec<String>>>,
     jwks_file: Option<Spanned<String>>,
+    jwks_url: Option<Spanned<String>>,
+    jwks_refresh: Option<Spanned<f64>>,
+    jwks_min_refetch: Option<Spanned<f64>>,
     algorithm: Option<Spanned<String>>,
     token_source: Option<Spanned<String>>,
     token_header_key: Option<Spanned<String>>,
@@ -285,11 +290,37 @@ fn jwt(
         keys.add_jwks(&text)
             .map_err(|m| locate.error(v.span(), "auth.jwt.jwks_file", format!("`{path}`: {m}")))?;
     }
-    if keys.is_empty() {
+    let jwks_url = match &j.jwks_url {
+        None => None,
+        Some(v) => {
+            let raw = expand_env(v.get_ref(), env)
+                .map_err(|m| locate.error(v.span(), "auth.jwt.jwks_url", m))?;
+            let url = url::Url::parse(&raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| {
+                    locate.error(
+                        v.span(),
+                        "auth.jwt.jwks_url",
+                        format!("`{raw}` is not an http(s) URL"),
+                    )
+                })?;
+            let secs = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
+                None => Ok(std::time::Duration::from_secs_f64(default)),
+                v => super::seconds(super::from_file(v), default, key, locate),
+            };
+            Some(crate::auth::jwks::JwksSource {
+                url,
+                refresh: secs(&j.jwks_refresh, "auth.jwt.jwks_refresh", 300.0)?,
+                min_refetch: secs(&j.jwks_min_refetch, "auth.jwt.jwks_min_refetch", 30.0)?,
+            })
+        }
+    };
+    if keys.is_empty() && jwks_url.is_none() {
         return Err(locate.error(
             entry.span(),
             "auth.jwt.verification_keys",
-            "at least one verification key or a jwks_file is required",
+            "at least one verification key, a jwks_file or a jwks_url is required",
         ));
     }
     let token_source = match &j.token_source {
@@ -375,6 +406,7 @@ fn jwt(
     }
     Ok(JwtConfig {
         keys: Arc::new(keys),
+        jwks_url,
         algorithm,
         token_source,
         token_header_key,
