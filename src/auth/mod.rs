@@ -54,6 +54,8 @@ const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 /// Everything the layer decides with, built once from the config.
 pub struct Gate {
     jwt: Option<JwtGate>,
+    /// Paths no credential is asked for (`excluded_route_paths`).
+    excluded: Vec<String>,
     security_key: Option<Secret>,
     limits: Option<Limits>,
 }
@@ -83,7 +85,17 @@ impl Gate {
             keys: jwks::Keys::new(c.keys.clone(), c.jwks_url.clone()),
             config: c,
         });
+        let excluded = jwt.as_ref().map_or_else(
+            || {
+                crate::config::DEFAULT_EXCLUDED_ROUTE_PATHS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect()
+            },
+            |j| j.config.excluded_route_paths.clone(),
+        );
         Gate {
+            excluded,
             // JWT takes precedence, as in AgentOS.
             security_key: config.auth.security_key.clone().filter(|_| jwt.is_none()),
             jwt,
@@ -255,20 +267,11 @@ impl Gate {
         let path = percent_encoding::percent_decode_str(&raw_path)
             .decode_utf8_lossy()
             .into_owned();
-        let excluded = |patterns: &[String]| {
-            patterns.iter().any(|p| {
-                scopes::fnmatch(p, &path) || scopes::fnmatch(p, path.trim_end_matches('/'))
-            })
-        };
-        let default_excluded: Vec<String> = crate::config::DEFAULT_EXCLUDED_ROUTE_PATHS
+        let excluded = self
+            .excluded
             .iter()
-            .map(|p| p.to_string())
-            .collect();
-        let exclusions = self
-            .jwt
-            .as_ref()
-            .map_or(&default_excluded, |j| &j.config.excluded_route_paths);
-        if excluded(exclusions) {
+            .any(|p| scopes::fnmatch(p, &path) || scopes::fnmatch(p, path.trim_end_matches('/')));
+        if excluded {
             return Ok(Passed::default());
         }
         let mut passed = Passed::default();
