@@ -1,6 +1,7 @@
 """A real agno AgentOS host for the compatibility suite.
 
-    python hosts.py --port P --name a --db-dir DIR     (OS_SECURITY_KEY in the environment secures it)
+    python hosts.py --port P --name a --db-dir DIR     (OS_SECURITY_KEY in the environment secures it;
+                                                        JWT_SECRET turns on JWT and scope RBAC)
 
 Its workflows need no model and no network: every step is a plain Python
 function.
@@ -77,7 +78,19 @@ def main() -> None:
         ),
         workflow("shared-wf", "Shared Workflow", Step(name="shared", executor=shared)),
     ]
-    agent_os = AgentOS(id=f"host-{host}", description=f"compat host {host}", workflows=workflows)
+    # JWT_SECRET in the environment: JWT-protected with scope RBAC (HS256,
+    # audience = the os id), as tests/compat/test_auth_compat.py compares.
+    auth = {}
+    if os.environ.get("JWT_SECRET"):
+        from agno.os.config import AuthorizationConfig
+
+        auth = dict(
+            authorization=True,
+            authorization_config=AuthorizationConfig(
+                verification_keys=[os.environ["JWT_SECRET"]], algorithm="HS256", verify_audience=True
+            ),
+        )
+    agent_os = AgentOS(id=f"host-{host}", description=f"compat host {host}", workflows=workflows, **auth)
     uvicorn.run(agent_os.get_app(), host="127.0.0.1", port=args.port, log_level="warning")
 
 
