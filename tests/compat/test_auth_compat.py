@@ -40,7 +40,7 @@ def pair():
             urls[name] = f"http://127.0.0.1:{ports[name]}"
             wait_ready(f"{urls[name]}/health", proc, f"host {name}")
         workflows = "".join(
-            f'[[workflows]]\nid = "{wid}"\nbase_url = "{urls["o"]}"\n\n' for wid in ("echo-wf", "inspect-wf")
+            f'[[workflows]]\nid = "{wid}"\nbase_url = "{urls["o"]}"\n\n' for wid in ("echo-wf", "slow-wf", "fail-wf", "inspect-wf", "hitl-wf", "shared-wf")
         )
         toml = f"""
 [server]
