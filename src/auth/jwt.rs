@@ -300,6 +300,14 @@ pub fn validate(
     Ok(payload)
 }
 
+/// Whether a verified payload has expired since (its `exp`, with leeway).
+pub fn expired(payload: &Map<String, Value>, leeway: u64, now: f64) -> bool {
+    payload
+        .get("exp")
+        .and_then(py_int)
+        .is_some_and(|exp| exp as f64 <= now - leeway as f64)
+}
+
 /// The `kid` a token's header names, unverified (to pick or fetch keys).
 pub fn unverified_kid(token: &str) -> Option<String> {
     let header = token.split('.').next()?;

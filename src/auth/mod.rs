@@ -32,7 +32,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tower::{Layer, Service};
 
 use crate::config::{Config, JwtConfig, Secret};
@@ -48,6 +48,10 @@ const SERVICE_ACCOUNT_PREFIX: &str = "agno_pat_";
 /// Identities a token may not claim (`is_reserved_principal`).
 const RESERVED_PREFIXES: &[&str] = &["sa:", "__oauth__:"];
 const SCHEDULER_USER_ID: &str = "__scheduler__";
+/// Verified tokens remembered, and for how long at most (a key removed
+/// from the JWKS stops verifying its tokens within this).
+const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
+const VERIFIED_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest listing the gateway filters by scope.
 const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 
@@ -62,6 +66,10 @@ pub struct Gate {
 
 struct JwtGate {
     config: JwtConfig,
+    /// Tokens verified recently, by token: a repeat skips the signature
+    /// check (an RSA verification costs tens of microseconds); `exp` is
+    /// checked again on every use.
+    verified: moka::sync::Cache<Arc<str>, Arc<Map<String, Value>>>,
     keys: Arc<jwks::Keys>,
     rules: Rules,
     audience: Vec<String>,
@@ -83,6 +91,10 @@ impl Gate {
                 .unwrap_or_else(|| vec![config.server.os_id.clone()]),
             scope_map: ScopeMap::new(&c.scope_mappings),
             keys: jwks::Keys::new(c.keys.clone(), c.jwks_url.clone()),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_CAPACITY)
+                .time_to_live(VERIFIED_CACHE_TTL)
+                .build(),
             config: c,
         });
         let excluded = jwt.as_ref().map_or_else(
@@ -336,13 +348,24 @@ impl JwtGate {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let keys = self.keys.snapshot();
-        let payload = jwt::validate(&keys, &self.rules, &token, expected, now).map_err(|e| {
-            let detail = e.detail();
-            // AgentOS logs the same line; the token itself never is.
-            tracing::warn!("{detail}");
-            unauthorized(detail)
-        })?;
+        let token: Arc<str> = Arc::from(token);
+        let payload = match self.verified.get(&token) {
+            Some(payload) if !jwt::expired(&payload, c.leeway, now) => payload,
+            _ => {
+                let keys = self.keys.snapshot();
+                let payload =
+                    jwt::validate(&keys, &self.rules, &token, expected, now).map_err(|e| {
+                        self.verified.invalidate(&token);
+                        let detail = e.detail();
+                        // AgentOS logs the same line; the token itself never is.
+                        tracing::warn!("{detail}");
+                        unauthorized(detail)
+                    })?;
+                let payload = Arc::new(payload);
+                self.verified.insert(token.clone(), payload.clone());
+                payload
+            }
+        };
         let user_id = payload.get(&c.user_id_claim).filter(|v| !v.is_null());
         if let Some(Value::String(sub)) = user_id
             && (RESERVED_PREFIXES.iter().any(|p| sub.starts_with(p)) || sub == SCHEDULER_USER_ID)
