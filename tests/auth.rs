@@ -430,6 +430,22 @@ async fn hosts_see_the_verified_user_and_the_chosen_token() {
     let auth = |r: &common::Recorded| r.headers["authorization"].to_str().unwrap().to_owned();
     assert_eq!(auth(&runs[0]), format!("Bearer {token}"));
     assert_eq!(auth(&runs[1]), "Bearer host-token");
+    // The group serves a workflow that withholds the caller's token, so its
+    // own /config is fetched with the workflow's token.
+    let config = client()
+        .get(gw.url("/config"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    let seen = host.config_auth();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|a| a.as_deref() == Some("Bearer host-token")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,14 @@ pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
     let caller = headers.get(header::AUTHORIZATION);
     let host_fetches = state.upstreams.groups().iter().map(|group| async move {
+        // A group with a `forward_caller_token = false` workflow sees its
+        // own token (the group's `auth_token`), never the caller's.
+        let withheld = state
+            .upstreams
+            .workflows()
+            .iter()
+            .any(|w| !w.config.forward_caller_token && w.group.name() == group.name());
+        let caller = caller.filter(|_| !withheld);
         match state.cache.host_config(group, refresh, caller).await {
             Ok(cached) => Some(cached.doc),
             Err(error) if refuses_caller(&error) => {
