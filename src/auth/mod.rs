@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value};
 use tower::{Layer, Service};
@@ -205,7 +205,9 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    // The routes' own future when nothing is added, so an open or passing
+    // request costs no extra allocation.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -214,7 +216,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let gate = self.state.auth.clone();
         if !gate.active() {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         // With a `jwks_url`, an unknown `kid` may need the IdP first.
         let remote = gate
@@ -233,10 +235,10 @@ where
         // The ready service goes with the future; a clone stays behind.
         let clone = self.clone();
         let mut ready = std::mem::replace(self, clone);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             keys.ensure_kid(kid.as_deref()).await;
             ready.decide(&gate, request).await
-        })
+        }))
     }
 }
 
@@ -246,23 +248,21 @@ where
     S::Future: Send + 'static,
 {
     /// Admits or refuses `request` and, when admitted, calls the routes.
-    fn decide(
-        &mut self,
-        gate: &Gate,
-        mut request: Request,
-    ) -> BoxFuture<'static, Result<Response, Infallible>> {
+    fn decide(&mut self, gate: &Gate, mut request: Request) -> <Self as Service<Request>>::Future {
         let passed = match gate.admit(&self.state, &mut request) {
             Ok(passed) => passed,
-            Err(refusal) => return Box::pin(std::future::ready(Ok(refusal.into_response()))),
+            Err(refusal) => {
+                return Either::Right(Box::pin(std::future::ready(Ok(refusal.into_response()))));
+            }
         };
         identity::apply(&passed.identity, &mut request);
         let future = self.inner.call(request);
         match passed.listing {
-            None => Box::pin(future),
-            Some(listing) => Box::pin(async move {
+            None => Either::Left(future),
+            Some(listing) => Either::Right(Box::pin(async move {
                 let response = future.await?;
                 Ok(filter_listing(response, &listing).await)
-            }),
+            })),
         }
     }
 }
