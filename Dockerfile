@@ -8,9 +8,11 @@ WORKDIR /src
 # Dependency layer: compile every dependency against stub sources, so source
 # edits do not rebuild the dependency graph. The benchmark crate is a member
 # of the workspace, so cargo needs it to load the manifest; only the gateway
-# (the default member) is built.
+# and the client crate it depends on (the default members) are built. The
+# client crate is copied whole: it is a dependency, and changes less often.
 COPY Cargo.toml Cargo.lock ./
 COPY bench ./bench
+COPY crates ./crates
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

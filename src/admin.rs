@@ -7,10 +7,12 @@
 //! - `GET /metrics`: Prometheus, OpenMetrics text ([`metrics`]);
 //! - `GET /gateway/upstreams`: every host group, each replica's URL, health
 //!   and last error ([`upstreams`]);
+//! - `GET /gateway/config`: the config file in service, when it was loaded,
+//!   and the last reload's outcome (with its error), see [`crate::reload`];
 //! - `GET /health` and `GET /ready`: the public bodies, so probes and
 //!   sidecars that only know this port can use it too.
 //!
-//! The first two name every host and the errors they give, which is why
+//! The first three name every host and the errors they give, which is why
 //! they are not on the public listener. Admin traffic is a scrape every few
 //! seconds, so this is a plain axum `Router` served by hyper-util's
 //! HTTP/1.1-or-h2c connection builder, not the public listener's tuned path.
@@ -62,6 +64,12 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/gateway/upstreams",
             get(|State(state): State<SharedState>| async move { upstreams::status(&state) }),
+        )
+        .route(
+            "/gateway/config",
+            get(|State(state): State<SharedState>| async move {
+                axum::Json(state.reloads.view())
+            }),
         )
         .route(
             "/health",

@@ -92,7 +92,7 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 128;
 pub const DEFAULT_POOL_IDLE_TIMEOUT_SECS: f64 = 4.0;
 
 /// A validated gateway configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
@@ -107,7 +107,7 @@ pub struct Config {
 }
 
 /// Replicas that serve the same workflows, and how they are watched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostGroupConfig {
     pub name: String,
     pub source: HostSource,
@@ -122,7 +122,7 @@ pub struct HostGroupConfig {
 }
 
 /// Where a host group's replicas come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HostSource {
     /// A fixed list of base URLs.
     Static(Vec<Url>),
@@ -153,7 +153,7 @@ impl Default for EjectionPolicy {
 }
 
 /// The `[server]` table, with defaults applied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Reported as `os_id` in `/config` and `/info`.
@@ -177,7 +177,7 @@ pub struct ServerConfig {
 
 /// What one caller may hold of the gateway: connections, time and head
 /// size. Every timer starts when the resource is taken.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionLimits {
     /// The listen socket's accept queue.
     pub listen_backlog: u32,
@@ -213,7 +213,7 @@ impl Default for ConnectionLimits {
 }
 
 /// The `[admin]` table: the operators' listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Where Prometheus `/metrics` and `/gateway/upstreams` are served;
     /// `None` (`listen = ""`) turns the admin listener off.
@@ -221,7 +221,7 @@ pub struct AdminConfig {
 }
 
 /// One `[[workflows]]` entry: a workflow on a remote AgentOS host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowConfig {
     /// The id the gateway exposes.
     pub id: String,
@@ -290,6 +290,8 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    #[error("{path}: exposes nothing: add a [[workflows]] entry (see config/gateway.example.toml)")]
+    NothingExposed { path: PathBuf },
 }
 
 // ---------------------------------------------------------------------------
@@ -409,11 +411,24 @@ struct RawWorkflow {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path).map(|(config, _)| config)
+    }
+
+    /// Reads and validates the file at `path`, and returns its text too, so
+    /// a reload can tell an unchanged file. A file that exposes nothing is
+    /// refused: a gateway with nothing behind it is a mistake, not a default.
+    pub fn read(path: &Path) -> Result<(Config, String), ConfigError> {
         let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &source, &|name| std::env::var(name).ok())
+        let config = Config::parse(path, &source, &|name| std::env::var(name).ok())?;
+        if config.workflows.is_empty() {
+            return Err(ConfigError::NothingExposed {
+                path: path.to_owned(),
+            });
+        }
+        Ok((config, source))
     }
 
     /// Parses `source` (read from `path`, used in messages), resolving

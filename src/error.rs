@@ -1,5 +1,6 @@
 //! The one error type of the request path, and how it becomes an AgentOS-style
-//! `{"detail": "..."}` response.
+//! `{"detail": "..."}` response; and [`UpstreamError`], what a call the
+//! gateway makes to a host group can fail with before it becomes one.
 //!
 //! Each variant is one failure phase; the variant alone decides the status
 //! code, so handlers never pick statuses for failures themselves.
@@ -17,6 +18,64 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::client::{ClientError, UnavailablePhase};
+
+/// A failed call the gateway made to a host group on a caller's behalf: the
+/// host's failure as the client library classifies it, or one of the
+/// gateway's own reasons, which the client library never has: no replica could
+/// take the call, or the caller's own request body failed on the way.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The host failed (or answered non-2xx).
+    #[error(transparent)]
+    Host(#[from] ClientError),
+    /// No replica of the host group can take the request right now (the
+    /// replica picker's answer; nothing was sent).
+    #[error("No replica of host group `{group}` can take the request: {reason}")]
+    NoReplica {
+        /// The host group's name.
+        group: String,
+        /// Why no replica was picked.
+        reason: String,
+        /// Every replica's bulkhead is full (as opposed to none being known).
+        saturated: bool,
+    },
+    /// The caller's request body went over the configured limit while it
+    /// was being streamed to the host.
+    #[error("request body is too large")]
+    BodyTooLarge,
+    /// The caller's request body failed while it was sent (broken chunked
+    /// framing, or a caller that left mid-upload). The caller's fault, not
+    /// the host's.
+    #[error("request body failed: {reason}")]
+    RequestBody {
+        /// What went wrong with the body.
+        reason: String,
+        /// The caller closed its connection before the body ended.
+        hung_up: bool,
+    },
+}
+
+impl UpstreamError {
+    /// True when nothing was sent (the connect failed, or no replica was
+    /// picked), so any request, even a non-idempotent run, may be tried
+    /// elsewhere.
+    pub fn nothing_sent(&self) -> bool {
+        match self {
+            UpstreamError::Host(error) => error.nothing_sent(),
+            UpstreamError::NoReplica { .. } => true,
+            UpstreamError::BodyTooLarge | UpstreamError::RequestBody { .. } => false,
+        }
+    }
+
+    /// The message with its underlying cause, for a replica's `last_error`
+    /// and logs (see [`ClientError::diagnostic`]).
+    pub fn diagnostic(&self) -> String {
+        match self {
+            UpstreamError::Host(error) => error.diagnostic(),
+            other => other.to_string(),
+        }
+    }
+}
 
 /// Whose host an upstream failure is about, as a caller's `detail` names it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -225,11 +284,19 @@ impl From<ClientError> for GatewayError {
                     reason,
                 }
             }
-            ClientError::BodyTooLarge => GatewayError::PayloadTooLarge,
-            ClientError::RequestBody { reason, .. } => {
+        }
+    }
+}
+
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Host(error) => error.into(),
+            UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            UpstreamError::RequestBody { reason, .. } => {
                 GatewayError::BadRequest(format!("Invalid request body: {reason}"))
             }
-            error @ ClientError::Unavailable { .. } => GatewayError::NoCapacity(error.to_string()),
+            error @ UpstreamError::NoReplica { .. } => GatewayError::NoCapacity(error.to_string()),
         }
     }
 }
@@ -351,5 +418,54 @@ mod tests {
             detail: "Unauthorized".to_owned(),
         };
         assert_eq!(status.for_workflow("echo").to_string(), "Unauthorized");
+    }
+
+    #[test]
+    fn the_gateways_own_upstream_errors_are_the_callers_or_no_capacity() {
+        let no_replica = UpstreamError::NoReplica {
+            group: "g".to_owned(),
+            reason: "no replicas are known".to_owned(),
+            saturated: false,
+        };
+        let hung_up = UpstreamError::RequestBody {
+            reason: "the caller left".to_owned(),
+            hung_up: true,
+        };
+        let cases = [
+            (
+                no_replica.clone(),
+                "No replica of host group `g` can take the request: no replicas are known",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                UpstreamError::BodyTooLarge,
+                "Request body is too large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                hung_up.clone(),
+                "Invalid request body: the caller left",
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (upstream_error, detail, status) in cases {
+            let error = GatewayError::from(upstream_error).for_workflow("echo");
+            assert_eq!(
+                (error.to_string().as_str(), error.status()),
+                (detail, status)
+            );
+            assert!(error.upstream_cause().is_none(), "no host to log");
+        }
+        assert!(no_replica.nothing_sent());
+        assert!(!hung_up.nothing_sent() && !UpstreamError::BodyTooLarge.nothing_sent());
+        // A host's error passes through as it would on its own.
+        let refused = unavailable(UnavailablePhase::Connect {
+            reason: "refused".to_owned(),
+        });
+        assert!(UpstreamError::from(refused.clone()).nothing_sent());
+        assert_eq!(
+            GatewayError::from(UpstreamError::from(refused.clone())).to_string(),
+            GatewayError::from(refused).to_string()
+        );
     }
 }

@@ -15,10 +15,14 @@
 //!   resource (`health`, `config`, `workflows`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
 //! - [`upstream`]: which host owns which workflow, and the moka metadata cache.
-//! - [`client`]: the Rust `RemoteWorkflow` library, and the per-host HTTP client and error
-//!   mapping the gateway's own upstream calls go through.
-//! - [`error`]: the one request-path error type and its `{"detail": ...}` body.
+//! - [`client`]: the `agentos-client` crate (`crates/agentos-client`), re-exported: the Rust
+//!   `RemoteWorkflow` library, and the per-host HTTP client and error mapping the gateway's
+//!   metadata calls go through. It has no server-side dependencies of its own.
+//! - [`error`]: the one request-path error type and its `{"detail": ...}` body, and
+//!   `UpstreamError`: a host's `ClientError` or the gateway's own reasons (no replica free,
+//!   the caller's body failed) a call to a host group ends with.
 //! - [`state`]: `AppState`, shared by every handler behind one `Arc`.
+//! - [`reload`]: SIGHUP and config file changes swap in a new set of workflows and hosts.
 //! - [`fakehost`]: an in-process AgentOS-compatible host for the demo, tests and benchmarks.
 //! - [`demo`]: `agentos-gateway demo`, the gateway in front of two embedded hosts.
 //! - [`admin`]: the operators' listener, on a port of its own: Prometheus `/metrics`,
@@ -26,7 +30,7 @@
 
 pub mod admin;
 pub mod auth;
-pub mod client;
+pub use agentos_client as client;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -34,6 +38,7 @@ pub mod fakehost;
 pub mod layers;
 pub mod observability;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sharded;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use agentos_gateway::admin::Admin;
 use agentos_gateway::config::Config;
 use agentos_gateway::state::{AppState, SharedState};
-use agentos_gateway::{demo, server};
+use agentos_gateway::{demo, reload, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -93,8 +93,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve => match load(cli.config.as_ref()) {
-            Ok((_, config)) => run(serve(config)),
+        Command::Serve => match read(cli.config.as_ref()) {
+            Ok((path, config, source)) => run(serve(path, config, source)),
             Err(code) => code,
         },
         Command::Demo { listen } => run(demo::run(listen)),
@@ -102,27 +102,28 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<&PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
+    read(path).map(|(path, config, _)| (path, config))
+}
+
+/// The validated config at `path`, and its text.
+fn read(path: Option<&PathBuf>) -> Result<(PathBuf, Config, String), ExitCode> {
     let Some(path) = path else {
         eprintln!("error: no config file: pass --config PATH or set AGENTOS_GATEWAY_CONFIG");
         return Err(ExitCode::from(EXIT_CONFIG));
     };
-    let config = Config::load(path).map_err(|e| {
+    let (config, source) = Config::read(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    if config.workflows.is_empty() {
-        // A gateway with nothing behind it is a mistake, not a default.
-        eprintln!(
-            "error: {}: exposes nothing: add a [[workflows]] entry (see config/gateway.example.toml)",
-            path.display()
-        );
-        return Err(ExitCode::from(EXIT_CONFIG));
-    }
-    Ok((path.clone(), config))
+    Ok((path.clone(), config, source))
 }
 
-async fn serve(config: Config) -> std::io::Result<()> {
+async fn serve(path: PathBuf, config: Config, source: String) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
+    state.reloads.started(&path, &config, source);
+    let stop_reloads = tokio_util::sync::CancellationToken::new();
+    let _stop_reloads_on_return = stop_reloads.clone().drop_guard();
+    reload::spawn(state.clone(), path, stop_reloads)?;
     // Stopped when dropped, as this returns.
     let _admin = start_admin(&config, &state).await?;
     let listen = config.server.listen;

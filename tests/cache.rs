@@ -34,7 +34,7 @@ async fn concurrent_misses_coalesce_into_one_fetch() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&workflow("w", &host.url, "w")).await;
     let gate = host.gate_workflow_docs();
-    let upstream = gw.state.upstreams.get("w").unwrap().clone();
+    let upstream = gw.state.upstreams().get("w").unwrap().clone();
     // All fifty lookups are polled (and waiting) before the host may answer.
     let lookups =
         futures::future::join_all((0..50).map(|_| gw.state.cache.workflow(&upstream, false, None)));

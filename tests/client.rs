@@ -2,6 +2,8 @@
 //! (and the gateway): the form agno sends, typed and raw streams, unknown
 //! events kept, cancel and status errors surfaced, the config cache's TTL,
 //! refresh and coalescing counted at the host, and unreachable hosts.
+//! It lives in the gateway crate, not in agentos-client, because its mock
+//! hosts and the in-process gateway are the gateway's test harness.
 
 mod common;
 
@@ -415,6 +417,25 @@ async fn a_refused_port_is_remote_server_unavailable() {
             format!("Failed to connect to remote server at {dead}")
         );
     }
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_says_dns() {
+    // `.invalid` never resolves (RFC 6761).
+    let nowhere = "http://no-such-host.invalid:7777";
+    let wf = RemoteWorkflow::new(nowhere, "echo").unwrap();
+    let error = wf.arun("hello").await.unwrap_err();
+    match &error {
+        ClientError::RemoteServerUnavailable {
+            phase: UnavailablePhase::Connect { reason },
+            ..
+        } => assert!(
+            reason.starts_with("DNS look-up of no-such-host.invalid failed: "),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.nothing_sent());
 }
 
 #[tokio::test]

@@ -189,6 +189,38 @@ async fn a_refused_replica_is_skipped_before_anything_is_sent() {
 }
 
 #[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_reported_as_dns() {
+    // `.invalid` never resolves (RFC 6761).
+    let nowhere = "http://no-such-host.invalid:7777";
+    let extra = "health_checks = false\n";
+    let gw = Gateway::start(&replicated(&[nowhere], extra)).await;
+    let r = client()
+        .post(gw.url("/workflows/w/runs"))
+        .form(&[("message", "x"), ("stream", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let detail = json_of(&rest(r).await)["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !detail.contains("no-such-host"),
+        "no host name for callers: {detail}"
+    );
+    let status = upstream_status(&gw).await;
+    let error = status["host_groups"][0]["replicas"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("DNS look-up of no-such-host.invalid failed"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_black_hole_replica_times_out_the_run_it_got_and_is_then_ejected() {
     let (hole, _hole) = black_hole().await;
     let live = MockHost::start("live").await;

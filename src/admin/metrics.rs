@@ -12,7 +12,7 @@ pub fn metrics(state: &SharedState) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.cache.stats, &state.upstreams),
+        state.metrics.render(&state.cache.stats, &state.upstreams()),
     )
         .into_response()
 }

@@ -10,8 +10,8 @@ use crate::config::HostSource;
 use crate::state::SharedState;
 
 pub fn status(state: &SharedState) -> Json<Value> {
-    let groups: Vec<Value> = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let groups: Vec<Value> = upstreams
         .groups()
         .iter()
         .map(|group| {
@@ -21,8 +21,7 @@ pub fn status(state: &SharedState) -> Json<Value> {
                     json!({ "dns": url.as_str(), "refresh_seconds": refresh.as_secs_f64() })
                 }
             };
-            let workflows: Vec<&str> = state
-                .upstreams
+            let workflows: Vec<&str> = upstreams
                 .workflows()
                 .iter()
                 .filter(|w| w.group.name() == group.name())

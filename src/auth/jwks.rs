@@ -18,7 +18,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Where the remote keys come from and how often they are fetched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwksSource {
     pub url: Url,
     pub refresh: Duration,

@@ -72,6 +72,15 @@ fn name(alg: Algorithm) -> &'static str {
 pub struct KeySet {
     statics: Vec<DecodingKey>,
     jwks: HashMap<String, DecodingKey>,
+    /// What the keys were read from, in order: equal sets compare equal
+    /// (a config reload tells whether `[auth]` changed).
+    sources: Vec<String>,
+}
+
+impl PartialEq for KeySet {
+    fn eq(&self, other: &KeySet) -> bool {
+        self.sources == other.sources
+    }
 }
 
 /// The key id of a JWKS key without a `kid`, as agno names it.
@@ -123,6 +132,7 @@ impl KeySet {
         };
         let parsed = parsed.map_err(|e| format!("not a PEM public key for {}: {e}", name(alg)))?;
         self.statics.push(parsed);
+        self.sources.push(key.to_owned());
         Ok(())
     }
 
@@ -157,6 +167,7 @@ impl KeySet {
         if added == 0 {
             return Err("contains no usable keys".into());
         }
+        self.sources.push(text.to_owned());
         Ok(added)
     }
 

@@ -540,7 +540,7 @@ fn forward_policy(state: &SharedState, path: &str, request: &mut Request) {
         return;
     };
     let id = rest.split('/').next().unwrap_or("");
-    if let Some(upstream) = state.upstreams.get(id)
+    if let Some(upstream) = state.upstreams().get(id)
         && !upstream.config.forward_caller_token
     {
         request.headers_mut().remove(header::AUTHORIZATION);

@@ -32,7 +32,7 @@ pub const DEFAULT_EXCLUDED_ROUTE_PATHS: &[&str] = &[
 pub const DEFAULT_ADMIN_SCOPE: &str = "agent_os:admin";
 
 /// Validated `[auth]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     /// AgentOS's `OS_SECURITY_KEY`: one shared bearer key. Ignored when
@@ -41,7 +41,7 @@ pub struct AuthConfig {
 }
 
 /// Validated `[auth.jwt]`: `JWTMiddleware`'s parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtConfig {
     pub keys: Arc<KeySet>,
     /// An IdP's JWKS, fetched and refreshed (beyond AgentOS).
@@ -75,7 +75,7 @@ pub struct Rate {
 }
 
 /// Validated `[limits]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitsConfig {
     /// Run calls (`POST .../runs`, `.../continue`) per caller.
     pub run: Option<Rate>,

@@ -313,11 +313,12 @@ fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
     let route = matched.as_ref().map(|m| m.route);
     // The id as the router decodes it, so a request is labelled with the
     // workflow it was routed to.
+    let upstreams = state.upstreams();
     let upstream = matched
         .as_ref()
         .map(|m| m.id(path))
         .filter(|id| !id.is_empty())
-        .and_then(|id| state.upstreams.get(&id));
+        .and_then(|id| upstreams.get(&id));
     let cache = upstream.map_or(&state.metrics.unlabelled, |u| &u.metrics);
     cache.get(&state.metrics, route)
 }

@@ -63,6 +63,12 @@ struct CacheLabels {
     result: &'static str,
 }
 
+/// Labels of a config reload: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
 /// One (workflow, route)'s request metrics, resolved once: a family
 /// look-up hashes the label strings and takes a lock, four times a request.
 pub struct RouteMetrics {
@@ -186,6 +192,10 @@ pub struct Metrics {
     cache: Family<CacheLabels, Counter>,
     replica_healthy: Family<ReplicaLabels, Gauge>,
     replica_in_flight: Family<ReplicaLabels, Gauge>,
+    config_reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last reload was applied (or none was tried), 0 when the
+    /// file on disk is not the config in service.
+    config_last_reload_successful: Gauge,
     /// Serialises the scrape-time copies (cache counters, replica state).
     scrape: Mutex<()>,
 }
@@ -278,8 +288,23 @@ impl Metrics {
             "Requests in flight on a replica, streams included",
             replica_in_flight.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or a change of the file), by result: ok or error",
+            config_reloads.clone(),
+        );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "0 when the last reload failed and the config in service is not the file on disk",
+            config_last_reload_successful.clone(),
+        );
         Metrics {
             registry,
+            config_reloads,
+            config_last_reload_successful,
             replica_healthy,
             replica_in_flight,
             requests,
@@ -312,6 +337,15 @@ impl Metrics {
         self.caller_errors
             .get_or_create(&CallerErrorLabels { kind })
             .inc();
+    }
+
+    /// Counts one config reload.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        self.config_last_reload_successful.set(i64::from(ok));
     }
 
     fn route_metrics(&self, labels: RouteLabels) -> RouteMetrics {

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::run_ids::{FormScanner, JsonIdScanner};
 use crate::client::ClientError;
+use crate::error::UpstreamError;
 use crate::state::SharedState;
 use crate::upstream::replica::InFlight;
 
@@ -221,15 +222,15 @@ impl CallerBodyError {
     }
 }
 
-impl From<&CallerBodyError> for ClientError {
-    fn from(error: &CallerBodyError) -> ClientError {
+impl From<&CallerBodyError> for UpstreamError {
+    fn from(error: &CallerBodyError) -> UpstreamError {
         match error {
-            CallerBodyError::TooLarge => ClientError::BodyTooLarge,
-            CallerBodyError::HungUp => ClientError::RequestBody {
+            CallerBodyError::TooLarge => UpstreamError::BodyTooLarge,
+            CallerBodyError::HungUp => UpstreamError::RequestBody {
                 reason: error.to_string(),
                 hung_up: true,
             },
-            CallerBodyError::Malformed(_) | CallerBodyError::Taken => ClientError::RequestBody {
+            CallerBodyError::Malformed(_) | CallerBodyError::Taken => UpstreamError::RequestBody {
                 reason: error.to_string(),
                 hung_up: false,
             },
@@ -315,7 +316,6 @@ impl OwnerLearning {
         self.scanner.feed(chunk);
         if let Some(run_id) = &self.scanner.ids().run_id {
             self.state
-                .upstreams
                 .owners
                 .record(&self.workflow, run_id, in_flight.replica());
         }
@@ -416,7 +416,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    in_flight.replica().record_failure(&error.to_string());
+                    in_flight.replica().record_failure(&error.diagnostic());
                     return this.end(Some(error));
                 }
                 Poll::Ready(None) => return this.end(None),

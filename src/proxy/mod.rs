@@ -15,6 +15,7 @@
 //! cancel and run look-ups fan out to every replica.
 
 mod body;
+pub mod resolve;
 pub mod run_ids;
 mod sse;
 pub mod transport;
@@ -32,8 +33,7 @@ use http::{Method, Request, request::Parts};
 use tokio::sync::mpsc;
 use transport::HostBody;
 
-use crate::client::ClientError;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::state::SharedState;
 use crate::upstream::replica::{InFlight, Replica};
 use crate::upstream::{Upstream, is_host_failure};
@@ -41,7 +41,7 @@ use crate::upstream::{Upstream, is_host_failure};
 pub use sse::SseRelay;
 
 /// A host's answer up to its head, and how long the head took.
-type Sent = Result<(http::Response<HostBody>, Duration), ClientError>;
+type Sent = Result<(http::Response<HostBody>, Duration), UpstreamError>;
 
 /// Attached to every response that came from a host, for the access log and
 /// the metrics.
@@ -132,7 +132,7 @@ pub async fn forward(
     if let Some((run_id, fan_out)) = owned_run
         && several
     {
-        if let Some(owner) = state.upstreams.owners.get(&upstream.config.id, run_id) {
+        if let Some(owner) = state.owners.get(&upstream.config.id, run_id) {
             let in_flight = owner.begin_unbounded();
             let body = declared_body.then(|| {
                 body::HeldBody::new(body).for_attempt(caller.form.as_ref(), None, declared_len)
@@ -164,7 +164,6 @@ pub async fn forward(
             .map_err(|e| GatewayError::from(upstream.group.unavailable(e)))?;
         if let Some(run_id) = &assign_run_id {
             state
-                .upstreams
                 .owners
                 .record(&upstream.config.id, run_id, in_flight.replica());
         }
@@ -301,19 +300,19 @@ async fn send(
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(response)) => Ok((response, sent.elapsed())),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(replica.client.timeout_error(timeout)),
+        Err(_) => Err(replica.client.timeout_error(timeout).into()),
     }
 }
 
 /// Counts a failed attempt: against its replica's health and the upstream
 /// metrics when the host failed, as a caller error when the caller's own
 /// body did (never against the host).
-fn note_failure(state: &SharedState, in_flight: &InFlight, error: &ClientError) {
+fn note_failure(state: &SharedState, in_flight: &InFlight, error: &UpstreamError) {
     if note_caller_error(state, error) {
         return;
     }
     if is_host_failure(error) {
-        in_flight.replica().record_failure(&error.to_string());
+        in_flight.replica().record_failure(&error.diagnostic());
     }
     let kind = GatewayError::from(error.clone()).kind();
     state
@@ -322,11 +321,11 @@ fn note_failure(state: &SharedState, in_flight: &InFlight, error: &ClientError) 
 }
 
 /// Counts `error` as the caller's own doing, if it is; says whether it was.
-fn note_caller_error(state: &SharedState, error: &ClientError) -> bool {
+fn note_caller_error(state: &SharedState, error: &UpstreamError) -> bool {
     let kind = match error {
-        ClientError::BodyTooLarge => "body_too_large",
-        ClientError::RequestBody { hung_up: true, .. } => "hung_up",
-        ClientError::RequestBody { .. } => "malformed_body",
+        UpstreamError::BodyTooLarge => "body_too_large",
+        UpstreamError::RequestBody { hung_up: true, .. } => "hung_up",
+        UpstreamError::RequestBody { .. } => "malformed_body",
         _ => return false,
     };
     state.metrics.caller_error(kind);
@@ -451,7 +450,7 @@ async fn fan_out_call(
     let body = axum::body::to_bytes(body, FAN_OUT_BODY_LIMIT)
         .await
         .map_err(|e| {
-            let error = ClientError::from(&body::CallerBodyError::of(&e));
+            let error = UpstreamError::from(&body::CallerBodyError::of(&e));
             note_caller_error(state, &error);
             GatewayError::from(error)
         })?;

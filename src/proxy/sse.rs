@@ -256,7 +256,7 @@ impl SseRelay {
             if self.ctx.learn_owner
                 && let Some(run_id) = self.ids.as_ref().and_then(|i| i.run_id.as_deref())
             {
-                self.ctx.state.upstreams.owners.record(
+                self.ctx.state.owners.record(
                     &self.ctx.upstream.config.id,
                     run_id,
                     self.ctx.in_flight.replica(),
@@ -272,7 +272,7 @@ impl SseRelay {
         let replica = self.ctx.in_flight.replica();
         let (message, cancel) = match &cut {
             Cut::HostFailed(error) | Cut::Idle(error) => {
-                replica.record_failure(&error.to_string());
+                replica.record_failure(&error.diagnostic());
                 let kind = GatewayError::from(error.clone()).kind();
                 self.ctx
                     .state
@@ -443,7 +443,7 @@ mod tests {
         )
         .unwrap();
         let state = crate::state::AppState::new(&config).unwrap();
-        let upstream = state.upstreams.get("wf").unwrap().clone();
+        let upstream = state.upstreams().get("wf").unwrap().clone();
         let in_flight = upstream.group.replicas.pick(&[]).unwrap();
         SseRelay::new(
             futures::stream::empty(),

@@ -41,7 +41,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{AttemptBody, CallerBodyError};
+use super::resolve::{DnsError, Resolver};
 use crate::client::{ClientError, UnavailablePhase, root_cause};
+use crate::error::UpstreamError;
 use crate::sharded::Sharded;
 
 /// Idle pooled connections kept per replica, at most.
@@ -112,13 +114,13 @@ impl std::fmt::Debug for TransportSettings {
 }
 
 /// hyper-util's client, as the transport uses it.
-type HostClient = Client<HttpsConnector<HttpConnector>, AttemptBody>;
+type HostClient = Client<HttpsConnector<HttpConnector<Resolver>>, AttemptBody>;
 
 /// One replica's connections.
 pub struct Transport {
     /// One client (and pool) per serving thread, made on first use.
     clients: Sharded<OnceLock<HostClient>>,
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<HttpConnector<Resolver>>,
     pool_idle_timeout: Duration,
     max_head_bytes: usize,
     scheme: Scheme,
@@ -145,7 +147,7 @@ impl Transport {
         settings: &TransportSettings,
         connect_timeout: Duration,
     ) -> Result<Transport, String> {
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Resolver::default());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
@@ -195,7 +197,7 @@ impl Transport {
         path_and_query: &str,
         mut headers: HeaderMap,
         body: AttemptBody,
-    ) -> Result<Response<HostBody>, ClientError> {
+    ) -> Result<Response<HostBody>, UpstreamError> {
         let target = if self.prefix.is_empty() {
             PathAndQuery::try_from(path_and_query)
         } else {
@@ -236,11 +238,16 @@ impl Transport {
     /// Maps a failed exchange to its phase: connect (nothing was sent), the
     /// caller's own body failing (the caller's fault, not the host's), or a
     /// broken connection or message.
-    fn classify(&self, error: &hyper_util::client::legacy::Error) -> ClientError {
+    fn classify(&self, error: &hyper_util::client::legacy::Error) -> UpstreamError {
         if let Some(caller) = find::<CallerBodyError>(error) {
             return caller.into();
         }
-        let reason = root_cause(error);
+        // A name that did not resolve says so; otherwise the innermost
+        // error ("Connection refused") is the informative one.
+        let reason = match find::<DnsError>(error) {
+            Some(dns) => dns.to_string(),
+            None => root_cause(error),
+        };
         if error.is_connect() {
             let timed_out = find::<std::io::Error>(error)
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
@@ -254,9 +261,10 @@ impl Transport {
             return ClientError::RemoteServerUnavailable {
                 base_url: self.base_url.to_string(),
                 phase,
-            };
+            }
+            .into();
         }
-        self.transport_error(reason)
+        self.transport_error(reason).into()
     }
 }
 

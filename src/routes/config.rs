@@ -20,25 +20,27 @@ const DB_DOMAINS: &[&str] = &[
 pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
     let caller = headers.get(header::AUTHORIZATION);
-    let host_fetches = state.upstreams.groups().iter().map(|group| async move {
+    let upstreams = state.upstreams();
+    let host_fetches = upstreams.groups().iter().map(|group| {
         // A group with a `forward_caller_token = false` workflow sees its
         // own token (the group's `auth_token`), never the caller's.
-        let withheld = state
-            .upstreams
+        let withheld = upstreams
             .workflows()
             .iter()
             .any(|w| !w.config.forward_caller_token && w.group.name() == group.name());
         let caller = caller.filter(|_| !withheld);
-        match state.cache.host_config(group, refresh, caller).await {
-            Ok(cached) => Some(cached.doc),
-            Err(error) if refuses_caller(&error) => {
-                tracing::debug!(host_group = %group.name(), %error, "host refused the caller");
-                None
-            }
-            Err(error) => {
-                state.note_upstream_error(group, &error);
-                tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
-                None
+        async move {
+            match state.cache.host_config(group, refresh, caller).await {
+                Ok(cached) => Some(cached.doc),
+                Err(error) if refuses_caller(&error) => {
+                    tracing::debug!(host_group = %group.name(), %error, "host refused the caller");
+                    None
+                }
+                Err(error) => {
+                    state.note_upstream_error(group, &error);
+                    tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
+                    None
+                }
             }
         }
     });

@@ -24,7 +24,7 @@ pub fn ready(state: &SharedState) -> impl IntoResponse {
     } else {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "workflows": state.upstreams.workflows().len() })),
+            Json(json!({ "status": "ready", "workflows": state.upstreams().workflows().len() })),
         )
     }
 }
@@ -45,7 +45,7 @@ pub fn info(state: &SharedState) -> Json<Value> {
         "agno_version": crate::AGNO_API_VERSION,
         "agent_count": 0,
         "team_count": 0,
-        "workflow_count": state.upstreams.workflows().len(),
+        "workflow_count": state.upstreams().workflows().len(),
         "mcp": { "enabled": false, "path": null, "oauth": null, "tool_run_endpoint": false },
         "auth_mode": "none",
         "user_isolation": false,

@@ -303,7 +303,7 @@ impl Service<Request> for Routes {
             },
         };
         let upstream = match workflows::upstream(&state, &matched.id(path)) {
-            Ok(upstream) => upstream.clone(),
+            Ok(upstream) => upstream,
             Err(error) => return answered(error.into_response()),
         };
         Box::pin(async move {
@@ -348,6 +348,7 @@ mod tests {
             // Admin-listener routes (crate::admin), unknown here.
             "/metrics",
             "/gateway/upstreams",
+            "/gateway/config",
             "/health/x",
             "/workflows/",
             "/workflows//runs",

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::client::ClientError;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::proxy::{self, Call};
 use crate::state::SharedState;
 use crate::upstream::Upstream;
@@ -45,8 +45,8 @@ pub async fn list(state: &SharedState, headers: &HeaderMap) -> Json<Vec<Value>> 
 
 /// The summaries of the workflows `caller` may see, fetched concurrently.
 pub async fn summaries(state: &SharedState, caller: Option<&HeaderValue>) -> Vec<Value> {
-    let fetches = state
-        .upstreams
+    let upstreams = state.upstreams();
+    let fetches = upstreams
         .workflows()
         .iter()
         .map(|upstream| summary_of(state, upstream, caller));
@@ -89,10 +89,10 @@ async fn summary_of(
 
 /// Whether the host answered 401 or 403: the caller may not see this, which
 /// is an everyday answer rather than a host failure worth a warning.
-pub(super) fn refuses_caller(error: &ClientError) -> bool {
+pub(super) fn refuses_caller(error: &UpstreamError) -> bool {
     matches!(
         error,
-        ClientError::Status { status, .. }
+        UpstreamError::Host(ClientError::Status { status, .. })
             if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
     )
 }
@@ -122,7 +122,7 @@ pub async fn detail(
     let mut refresh = wants_fresh(request.headers());
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "version" => return forward_call(state, upstream, Call::Other, request).await,
+            "version" => return forward_call(state, &upstream, Call::Other, request).await,
             "refresh" => refresh |= matches!(&*value, "true" | "1" | "yes"),
             _ => {}
         }
@@ -130,7 +130,7 @@ pub async fn detail(
     let caller = request.headers().get(header::AUTHORIZATION);
     let cached = state
         .cache
-        .workflow(upstream, refresh, caller)
+        .workflow(&upstream, refresh, caller)
         .await
         .map_err(|error| {
             state.note_upstream_error(&upstream.group, &error);
@@ -162,10 +162,11 @@ pub async fn forward_call(
 }
 
 /// The configured workflow with gateway id `id`.
-pub fn upstream<'a>(state: &'a SharedState, id: &str) -> Result<&'a Arc<Upstream>, GatewayError> {
+pub fn upstream(state: &SharedState, id: &str) -> Result<Arc<Upstream>, GatewayError> {
     state
-        .upstreams
+        .upstreams()
         .get(id)
+        .cloned()
         .ok_or(GatewayError::WorkflowNotFound)
 }
 

@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::layers::App;
 use crate::state::SharedState;
-use crate::{layers, routes, upstream};
+use crate::{layers, routes};
 use connection::{ConnectionLimiter, ConnectionSlot, Settings};
 
 /// How long streams cut at the drain deadline get to flush their error event,
@@ -76,9 +76,8 @@ pub async fn serve(
         state.server.limits.max_connections,
         state.metrics.open_connections.clone(),
     );
-    let stop_upkeep = CancellationToken::new();
-    upstream::health::spawn(&state.upstreams, &stop_upkeep);
-    let _stop_upkeep_on_return = stop_upkeep.drop_guard();
+    state.start_upkeep();
+    let _stop_upkeep_on_return = StopUpkeep(state.clone());
     let stop_accepting = CancellationToken::new();
     let workers = match tokio::runtime::Handle::current().runtime_flavor() {
         RuntimeFlavor::CurrentThread => Vec::new(),
@@ -172,6 +171,15 @@ pub async fn serve(
     }
     tracing::info!("drained; exiting");
     result
+}
+
+/// Stops the health checks and DNS look-ups when `serve` returns.
+struct StopUpkeep(SharedState);
+
+impl Drop for StopUpkeep {
+    fn drop(&mut self) {
+        self.0.stop_upkeep();
+    }
 }
 
 /// Serving threads: `TOKIO_WORKER_THREADS` when set (as tokio reads it for

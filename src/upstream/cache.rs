@@ -28,9 +28,9 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::{HostGroup, Upstream, is_host_failure};
-use crate::client::ClientError;
 use crate::client::cache::{Lookup, TtlCache};
 use crate::config::Secret;
+use crate::error::UpstreamError;
 
 /// Most fresh entries held. Callers' credentials are keys, so callers decide
 /// how many there are: the bound is what keeps that in check.
@@ -49,12 +49,15 @@ enum Credential {
     Caller(u128),
 }
 
+/// What a cached document is, by whose credential. The generation changes
+/// when a reload changes the entry's definition (another host, another
+/// remote id), so an old document never answers for the new one.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 enum CacheKey {
     /// A workflow's document, by gateway id.
-    Workflow(String, Credential),
+    Workflow(String, u64, Credential),
     /// A host group's `/config`, by group name.
-    HostConfig(String, Credential),
+    HostConfig(String, u64, Credential),
 }
 
 /// Where a cached answer came from; sent to callers as `X-Gateway-Cache`.
@@ -140,7 +143,7 @@ impl ConfigCache {
         upstream: &Upstream,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         // `forward_caller_token = false`: the host sees the workflow's token.
         let caller = caller.filter(|_| upstream.config.forward_caller_token);
         let (credential, authorization) =
@@ -161,7 +164,7 @@ impl ConfigCache {
             }
             Ok(Arc::new(doc))
         };
-        let key = CacheKey::Workflow(upstream.config.id.clone(), credential);
+        let key = CacheKey::Workflow(upstream.config.id.clone(), upstream.generation, credential);
         self.get_or_fetch(key, upstream.config.config_ttl, refresh, fetch)
             .await
     }
@@ -173,7 +176,7 @@ impl ConfigCache {
         group: &HostGroup,
         refresh: bool,
         caller: Option<&HeaderValue>,
-    ) -> Result<Cached, ClientError> {
+    ) -> Result<Cached, UpstreamError> {
         let (credential, authorization) = self.credential(caller, group.metadata_token.as_ref());
         let authorization = authorization.as_deref();
         let timeout = self.fetch_timeout;
@@ -183,7 +186,7 @@ impl ConfigCache {
             });
             doc.await.map(Arc::new)
         };
-        let key = CacheKey::HostConfig(group.name().to_owned(), credential);
+        let key = CacheKey::HostConfig(group.name().to_owned(), group.generation, credential);
         self.get_or_fetch(key, group.config_ttl, refresh, fetch)
             .await
     }
@@ -215,8 +218,8 @@ impl ConfigCache {
         key: CacheKey,
         ttl: Duration,
         refresh: bool,
-        fetch: impl Future<Output = Result<Arc<Value>, ClientError>>,
-    ) -> Result<Cached, ClientError> {
+        fetch: impl Future<Output = Result<Arc<Value>, UpstreamError>>,
+    ) -> Result<Cached, UpstreamError> {
         if refresh {
             self.fresh.invalidate(&key).await;
         }
@@ -237,11 +240,11 @@ impl ConfigCache {
                 Ok(Cached { doc, freshness })
             }
             Err(error) => {
-                let error = ClientError::clone(&error);
+                let error = UpstreamError::clone(&error);
                 // A host that answers "not found" or "unauthorised" is not
                 // down: its answer stands. Only unreachability falls back.
                 let host_down =
-                    is_host_failure(&error) || matches!(error, ClientError::Unavailable { .. });
+                    is_host_failure(&error) || matches!(error, UpstreamError::NoReplica { .. });
                 let stale = host_down.then(|| self.last_good.get(&key)).flatten();
                 match stale {
                     Some(doc) => {

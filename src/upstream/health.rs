@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{HostGroup, Upstreams};
 use crate::config::HostSource;
 
-/// Starts the checks and look-ups of every group; they stop when `stop` is
-/// cancelled.
-pub fn spawn(upstreams: &Upstreams, stop: &CancellationToken) {
+/// Starts the checks and look-ups of every group; they stop when the
+/// snapshot's `upkeep` token is cancelled (a reload replaced it, or the
+/// gateway stops).
+pub fn spawn(upstreams: &Upstreams) {
+    let stop = &upstreams.upkeep;
     for group in upstreams.groups() {
         if let HostSource::Dns { url, refresh } = &group.config.source {
             tokio::spawn(stop.clone().run_until_cancelled_owned(discover(

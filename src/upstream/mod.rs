@@ -2,8 +2,11 @@
 //! each group ([`replica`]), their health and discovery ([`health`]), which
 //! replica owns which run ([`owners`]), and the metadata cache ([`cache`]).
 //!
-//! Built once from the validated [`Config`]. Only replica lists (DNS), health
-//! and the owner map change afterwards, each behind its own small lock.
+//! Built from the validated [`Config`], at start and again on every reload
+//! ([`crate::reload`]), which swaps in a new [`Upstreams`] whole. Between
+//! reloads only replica lists (DNS) and health change, each behind its own
+//! small lock. A reload hands every host group whose definition did not
+//! change its old replicas, so their pools and health carry over.
 
 pub mod cache;
 pub mod health;
@@ -12,10 +15,14 @@ pub mod replica;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{AgentOsClient, ClientError};
 use crate::config::{Config, HostGroupConfig, HostSource, Secret, WorkflowConfig};
+use crate::error::UpstreamError;
 use crate::observability::metrics::RouteMetricsCache;
 use crate::proxy::transport::{Transport, TransportSettings, host_tls};
 use replica::{Replica, ReplicaSet};
@@ -30,6 +37,9 @@ pub struct Upstream {
     /// `/workflows/{workflow_id}` on the host: the prefix every forwarded
     /// workflow call is rewritten to.
     pub upstream_prefix: String,
+    /// Changes when a reload changes this entry's definition, so metadata
+    /// cached for the old one is never served for the new one.
+    pub generation: u64,
 }
 
 /// Replicas that serve the same workflows.
@@ -42,6 +52,9 @@ pub struct HostGroup {
     pub metadata_token: Option<Secret>,
     /// The shortest `config_ttl` of the group's workflows.
     pub config_ttl: Duration,
+    /// Changes when a reload changes the group's definition; see
+    /// [`Upstream::generation`].
+    pub generation: u64,
     transport: TransportSettings,
 }
 
@@ -69,13 +82,15 @@ impl HostGroup {
     /// Runs an idempotent call (a metadata `GET`) on one replica, and on the
     /// next one once if the first fails as a host. Results feed the
     /// replicas' passive health.
-    pub async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
     where
         F: Fn(AgentOsClient) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let first = self.replicas.pick(&[]).map_err(|e| self.unavailable(e))?;
-        let result = call(first.replica().client.clone()).await;
+        let result = call(first.replica().client.clone())
+            .await
+            .map_err(UpstreamError::from);
         note_health(first.replica(), &result);
         match result {
             Err(error) if is_host_failure(&error) => {
@@ -83,7 +98,9 @@ impl HostGroup {
                     return Err(error);
                 };
                 drop(first);
-                let result = call(second.replica().client.clone()).await;
+                let result = call(second.replica().client.clone())
+                    .await
+                    .map_err(UpstreamError::from);
                 note_health(second.replica(), &result);
                 result
             }
@@ -92,8 +109,8 @@ impl HostGroup {
     }
 
     /// The error for "no replica can take this".
-    pub fn unavailable(&self, error: replica::PickError) -> ClientError {
-        ClientError::Unavailable {
+    pub fn unavailable(&self, error: replica::PickError) -> UpstreamError {
+        UpstreamError::NoReplica {
             group: self.name().to_owned(),
             reason: match error {
                 replica::PickError::NoReplicas => "no replicas are known".to_owned(),
@@ -107,24 +124,28 @@ impl HostGroup {
 }
 
 /// Whether `error` says the replica is unhealthy (as opposed to the request
-/// being wrong): connect failures, timeouts, broken connections and 5xx.
-pub fn is_host_failure(error: &ClientError) -> bool {
+/// being wrong, or no replica being free): connect failures, timeouts, broken
+/// connections and 5xx.
+pub fn is_host_failure(error: &UpstreamError) -> bool {
     match error {
-        ClientError::Status { status, .. } => status.is_server_error(),
-        ClientError::Decode { .. } | ClientError::BodyTooLarge => false,
-        ClientError::Unavailable { .. } => false,
-        _ => true,
+        UpstreamError::Host(ClientError::Status { status, .. }) => status.is_server_error(),
+        UpstreamError::Host(ClientError::Decode { .. }) => false,
+        UpstreamError::Host(_) => true,
+        UpstreamError::NoReplica { .. }
+        | UpstreamError::BodyTooLarge
+        | UpstreamError::RequestBody { .. } => false,
     }
 }
 
-fn note_health<T>(replica: &Replica, result: &Result<T, ClientError>) {
+fn note_health<T>(replica: &Replica, result: &Result<T, UpstreamError>) {
     match result {
-        Err(error) if is_host_failure(error) => replica.record_failure(&error.to_string()),
+        Err(error) if is_host_failure(error) => replica.record_failure(&error.diagnostic()),
         _ => replica.record_success(),
     }
 }
 
-/// All configured workflows and host groups.
+/// All configured workflows and host groups: one immutable snapshot of the
+/// config, swapped whole by a reload.
 #[derive(Debug)]
 pub struct Upstreams {
     /// Looked up two or three times a request, with ids from request paths:
@@ -133,21 +154,61 @@ pub struct Upstreams {
     by_id: HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>,
     ordered: Vec<Arc<Upstream>>,
     groups: Vec<Arc<HostGroup>>,
-    pub owners: owners::RunOwners,
+    /// What the host connections were built with; a reload that changes it
+    /// builds every replica anew.
+    transport_key: TransportKey,
+    /// Stops this snapshot's health checks and DNS look-ups.
+    pub upkeep: CancellationToken,
+}
+
+/// The settings every host connection is built with, as read from the
+/// config (the CA file's contents included, so a rotated CA is picked up).
+#[derive(Debug, PartialEq)]
+struct TransportKey {
+    ca_file: Option<(std::path::PathBuf, Option<Vec<u8>>)>,
+    any_https: bool,
+    pool_idle_timeout: Duration,
+    max_head_bytes: usize,
+}
+
+/// Source of [`Upstream::generation`] and [`HostGroup::generation`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Upstreams {
     /// Builds every group (one pooled client per replica). DNS groups start
     /// empty until `health::spawn` resolves them.
     pub fn new(config: &Config) -> Result<Self, String> {
+        Upstreams::build(config, None)
+    }
+
+    /// Builds the snapshot for `config`, carrying over from `previous` (the
+    /// snapshot in service) the replicas of every host group whose
+    /// definition is unchanged, with their pools, health and in-flight
+    /// counts, and the cache generations of unchanged entries.
+    pub fn build(config: &Config, previous: Option<&Upstreams>) -> Result<Self, String> {
         let any_https = config.host_groups.iter().any(|group| match &group.source {
             HostSource::Static(urls) => urls.iter().any(|url| url.scheme() == "https"),
             HostSource::Dns { url, .. } => url.scheme() == "https",
         });
-        let transport = TransportSettings {
-            tls: host_tls(config.server.upstream_ca_file.as_deref(), any_https)?,
+        let ca_file = config.server.upstream_ca_file.as_deref();
+        let transport_key = TransportKey {
+            ca_file: ca_file.map(|path| (path.to_owned(), std::fs::read(path).ok())),
+            any_https,
             pool_idle_timeout: config.server.pool_idle_timeout,
             max_head_bytes: config.server.limits.max_header_bytes,
+        };
+        let previous = previous.filter(|p| p.transport_key == transport_key);
+        let transport = match previous.and_then(|p| p.groups.first()) {
+            Some(group) => group.transport.clone(),
+            None => TransportSettings {
+                tls: host_tls(ca_file, any_https)?,
+                pool_idle_timeout: config.server.pool_idle_timeout,
+                max_head_bytes: config.server.limits.max_header_bytes,
+            },
         };
         let mut groups: Vec<Arc<HostGroup>> = Vec::with_capacity(config.host_groups.len());
         for group_config in &config.host_groups {
@@ -155,22 +216,37 @@ impl Upstreams {
                 .workflows
                 .iter()
                 .filter(|w| w.host_group == group_config.name);
+            let metadata_token = members.clone().find_map(|w| w.auth_token.clone());
+            let config_ttl = members
+                .map(|w| w.config_ttl)
+                .min()
+                .unwrap_or(Duration::from_secs(300));
+            let same = previous
+                .and_then(|p| p.groups.iter().find(|g| g.name() == group_config.name))
+                .filter(|old| old.config == *group_config);
+            let generation = match same {
+                Some(old) if old.metadata_token == metadata_token => old.generation,
+                _ => next_generation(),
+            };
             let group = HostGroup {
                 config: group_config.clone(),
                 replicas: ReplicaSet::default(),
-                metadata_token: members.clone().find_map(|w| w.auth_token.clone()),
-                config_ttl: members
-                    .map(|w| w.config_ttl)
-                    .min()
-                    .unwrap_or(Duration::from_secs(300)),
+                metadata_token,
+                config_ttl,
+                generation,
                 transport: transport.clone(),
             };
-            if let HostSource::Static(urls) = &group_config.source {
-                let replicas = urls
-                    .iter()
-                    .map(|url| group.new_replica(url))
-                    .collect::<Result<Vec<_>, _>>()?;
-                group.replicas.replace(replicas);
+            match same {
+                Some(old) => group.replicas.replace(old.replicas.all().to_vec()),
+                None => {
+                    if let HostSource::Static(urls) = &group_config.source {
+                        let replicas = urls
+                            .iter()
+                            .map(|url| group.new_replica(url))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        group.replicas.replace(replicas);
+                    }
+                }
             }
             groups.push(Arc::new(group));
         }
@@ -180,11 +256,16 @@ impl Upstreams {
                 // Config validation guarantees every workflow's group exists.
                 continue;
             };
+            let generation = previous
+                .and_then(|p| p.get(&wf.id))
+                .filter(|old| old.config == *wf && old.group.generation == group.generation)
+                .map_or_else(next_generation, |old| old.generation);
             ordered.push(Arc::new(Upstream {
                 upstream_prefix: format!("/workflows/{}", wf.workflow_id),
                 metrics: RouteMetricsCache::new(wf.id.as_str().into()),
                 config: wf.clone(),
                 group: group.clone(),
+                generation,
             }));
         }
         let by_id = ordered
@@ -195,7 +276,8 @@ impl Upstreams {
             by_id,
             ordered,
             groups,
-            owners: owners::RunOwners::new(),
+            transport_key,
+            upkeep: CancellationToken::new(),
         })
     }
 

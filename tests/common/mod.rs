@@ -626,6 +626,7 @@ pub struct GatewayProcess {
     /// `None` when it was turned off.
     pub admin: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
+    config_file: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -664,18 +665,29 @@ impl GatewayProcess {
     /// meet on 9901), unless `toml` has an `[admin]` table, which then
     /// decides; `env` can override either.
     pub fn spawn(toml: &str, env: &[(&str, &str)]) -> GatewayProcess {
-        use std::io::BufRead;
         let dir = TempDir::new();
         let path = dir.0.join("gateway.toml");
         std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
+        GatewayProcess::spawn_file(dir, &path, toml.contains("[admin]"), env)
+    }
+
+    /// Starts the binary on the config file at `path` (in `dir`, removed
+    /// when the process is dropped); see [`GatewayProcess::spawn`].
+    pub fn spawn_file(
+        dir: TempDir,
+        path: &std::path::Path,
+        has_admin: bool,
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
+        use std::io::BufRead;
         let mut command = std::process::Command::new(gateway_bin());
         command
             .args(["--log-format", "json", "--config"])
-            .arg(&path)
+            .arg(path)
             .env("RUST_LOG", "debug")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
-        if toml.contains("[admin]") {
+        if has_admin {
             command.env_remove(ADMIN_LISTEN_VAR);
         } else {
             command.env(ADMIN_LISTEN_VAR, "127.0.0.1:0");
@@ -715,8 +727,19 @@ impl GatewayProcess {
             url: format!("http://{addr}"),
             admin,
             log,
+            config_file: path.to_owned(),
             _dir: dir,
         }
+    }
+
+    /// The config file it was started with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_file
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn hang_up(&self) {
+        self.signal("-HUP");
     }
 
     pub fn url(&self, path: &str) -> String {

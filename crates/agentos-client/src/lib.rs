@@ -1,14 +1,20 @@
-//! The client library for AgentOS hosts: [`AgentOsClient`] (one pooled HTTP
-//! client per host, its timeouts and its error mapping) and, on top of it,
-//! [`RemoteWorkflow`], the Rust counterpart of agno's Python `RemoteWorkflow`.
+//! agentos-client: a Rust client for [agno](https://pypi.org/project/agno/)
+//! AgentOS hosts, and for agentos-gateway, which speaks the same API.
 //!
-//! The gateway and library users share this code: the gateway's metadata
-//! cache (`crate::upstream::cache`) and its proxy path call [`AgentOsClient`],
-//! and both caches are a [`cache::TtlCache`], so "unreachable", "timed out",
-//! TTL expiry and coalescing mean the same everywhere.
+//! [`RemoteWorkflow`] is the Rust counterpart of agno's Python
+//! `RemoteWorkflow`, with the same shape and defaults (`timeout = 300`,
+//! `config_ttl = 300`): runs, typed and raw event streams, cancel, continue
+//! and cached metadata for one workflow. Under it, [`AgentOsClient`] is one
+//! pooled HTTP client per host, with its timeouts and its error mapping to
+//! [`ClientError`]. The crate is client-side only: it depends on reqwest and
+//! never on a server framework.
+//!
+//! agentos-gateway depends on this crate too: its metadata cache calls
+//! [`AgentOsClient`] and is a [`cache::TtlCache`], so "unreachable", "timed
+//! out", TTL expiry and coalescing mean the same in the gateway and here.
 //!
 //! Files:
-//! - `mod.rs`: [`AgentOsClient`] and the AgentOS paths.
+//! - `lib.rs`: [`AgentOsClient`] and the AgentOS paths.
 //! - `error.rs`: [`ClientError`] and [`UnavailablePhase`].
 //! - [`cache`]: the TTL + coalescing cache.
 //! - [`sse`]: the Server-Sent-Events decoder.
@@ -19,9 +25,9 @@
 //!   continue and cached metadata for one workflow.
 //!
 //! ```no_run
-//! use agentos_gateway::client::RemoteWorkflow;
+//! use agentos_client::RemoteWorkflow;
 //!
-//! # async fn demo() -> Result<(), agentos_gateway::client::ClientError> {
+//! # async fn demo() -> Result<(), agentos_client::ClientError> {
 //! let workflow = RemoteWorkflow::new("http://127.0.0.1:7777", "echo")?;
 //! let output = workflow.arun("hello").await?;
 //! println!("{:?}", output.content);
@@ -73,7 +79,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// `/workflows/{workflow_id}`, the id escaped as a path segment.
 ///
 /// ```
-/// assert_eq!(agentos_gateway::client::workflow_path("a b/c"), "/workflows/a%20b%2Fc");
+/// assert_eq!(agentos_client::workflow_path("a b/c"), "/workflows/a%20b%2Fc");
 /// ```
 pub fn workflow_path(workflow_id: &str) -> String {
     format!("/workflows/{}", escape(workflow_id))
@@ -400,9 +406,6 @@ impl AgentOsClient {
     /// Maps a reqwest failure to the phase it happened in.
     pub fn classify(&self, e: &reqwest::Error, timeout: Duration) -> ClientError {
         let base_url = self.base_url.clone();
-        if has_source::<http_body_util::LengthLimitError>(e) {
-            return ClientError::BodyTooLarge;
-        }
         if e.is_connect() {
             let phase = if e.is_timeout() || has_source::<tokio::time::error::Elapsed>(e) {
                 UnavailablePhase::ConnectTimeout {
@@ -410,7 +413,14 @@ impl AgentOsClient {
                 }
             } else {
                 UnavailablePhase::Connect {
-                    reason: root_cause(e),
+                    // A name that does not resolve says so, as the
+                    // gateway's own connections do.
+                    reason: match (e.is_dns(), e.url().and_then(|url| url.host_str())) {
+                        (true, Some(host)) => {
+                            format!("DNS look-up of {host} failed: {}", root_cause(e))
+                        }
+                        _ => root_cause(e),
+                    },
                 }
             };
             return ClientError::RemoteServerUnavailable { base_url, phase };
@@ -438,7 +448,7 @@ fn has_source<E: std::error::Error + 'static>(e: &reqwest::Error) -> bool {
 
 /// The innermost message of an error chain: "connection reset by peer"
 /// rather than "error sending request".
-pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

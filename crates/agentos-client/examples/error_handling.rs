@@ -2,11 +2,11 @@
 //! (the AgentOS `detail` is kept), and a host slower than the timeout.
 //!
 //! Start the demo first (`cargo run -- demo`), then:
-//! `cargo run --example error_handling`.
+//! `cargo run -p agentos-client --example error_handling`.
 
 use std::time::Duration;
 
-use agentos_gateway::client::{ClientError, RemoteWorkflow, UnavailablePhase};
+use agentos_client::{ClientError, RemoteWorkflow, UnavailablePhase};
 
 /// One line per error class, as a caller would branch on them.
 fn explain(what: &str, error: &ClientError) {

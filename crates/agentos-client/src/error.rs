@@ -7,7 +7,7 @@
 //! split is one enum: [`ClientError::RemoteServerUnavailable`] (with the phase
 //! that failed in [`UnavailablePhase`]), [`ClientError::Status`] (carrying the
 //! AgentOS `detail`), [`ClientError::Decode`] and [`ClientError::Transport`].
-//! The gateway maps each to a status code in `crate::error`; library users
+//! agentos-gateway maps each to a status code in its `error` module; library users
 //! match on the variants.
 
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub enum UnavailablePhase {
 /// A failed call to an AgentOS host.
 ///
 /// ```
-/// use agentos_gateway::client::{ClientError, UnavailablePhase};
+/// use agentos_client::{ClientError, UnavailablePhase};
 ///
 /// let e = ClientError::RemoteServerUnavailable {
 ///     base_url: "http://127.0.0.1:7777".into(),
@@ -100,31 +100,6 @@ pub enum ClientError {
         /// What was wrong with it.
         reason: String,
     },
-    /// No replica of a gateway host group can take the request right now
-    /// (the gateway's replica picker only; nothing was sent).
-    #[error("No replica of host group `{group}` can take the request: {reason}")]
-    Unavailable {
-        /// The host group's name.
-        group: String,
-        /// Why no replica was picked.
-        reason: String,
-        /// Every replica's bulkhead is full (as opposed to none being known).
-        saturated: bool,
-    },
-    /// The request body went over the configured limit while it was being
-    /// streamed upstream (the gateway's proxy path only).
-    #[error("request body is too large")]
-    BodyTooLarge,
-    /// The request body the caller handed over failed while it was sent
-    /// (the gateway's proxy path: a caller's broken chunked framing, or a
-    /// caller that left mid-upload). The caller's fault, not the host's.
-    #[error("request body failed: {reason}")]
-    RequestBody {
-        /// What went wrong with the body.
-        reason: String,
-        /// The caller closed its connection before the body ended.
-        hung_up: bool,
-    },
     /// The client could not be built: a base URL that is not an absolute
     /// http(s) URL, or an HTTP client that failed to initialise.
     #[error("Invalid client configuration for {base_url}: {reason}")]
@@ -155,22 +130,34 @@ fn unavailable_message(base_url: &str, phase: &UnavailablePhase) -> String {
 }
 
 impl ClientError {
+    /// The message with its underlying cause, for operators and logs: a
+    /// connect failure's reason ("DNS look-up of ... failed", "Connection
+    /// refused"), which the agno-compatible message leaves out.
+    pub fn diagnostic(&self) -> String {
+        match self {
+            ClientError::RemoteServerUnavailable {
+                phase: UnavailablePhase::Connect { reason },
+                ..
+            } => format!("{self}: {reason}"),
+            other => other.to_string(),
+        }
+    }
+
     /// True for [`ClientError::RemoteServerUnavailable`]: the cases agno
     /// reports as `RemoteServerUnavailableError` (HTTP 503 in agno).
     pub fn is_remote_server_unavailable(&self) -> bool {
         matches!(self, ClientError::RemoteServerUnavailable { .. })
     }
 
-    /// True when nothing was sent (the connect failed, or no replica was
-    /// picked), so any request, even a non-idempotent run, may be tried
-    /// elsewhere.
+    /// True when nothing was sent (the connect failed), so any request,
+    /// even a non-idempotent run, may be tried elsewhere.
     pub fn nothing_sent(&self) -> bool {
         matches!(
             self,
             ClientError::RemoteServerUnavailable {
                 phase: UnavailablePhase::Connect { .. } | UnavailablePhase::ConnectTimeout { .. },
                 ..
-            } | ClientError::Unavailable { .. }
+            }
         )
     }
 
@@ -190,17 +177,14 @@ impl ClientError {
         }
     }
 
-    /// The base URL of the host the call went to, when known.
-    pub fn base_url(&self) -> Option<&str> {
+    /// The base URL of the host the call went to.
+    pub fn base_url(&self) -> &str {
         match self {
             ClientError::RemoteServerUnavailable { base_url, .. }
             | ClientError::Transport { base_url, .. }
             | ClientError::Status { base_url, .. }
             | ClientError::Decode { base_url, .. }
-            | ClientError::Config { base_url, .. } => Some(base_url),
-            ClientError::Unavailable { .. }
-            | ClientError::BodyTooLarge
-            | ClientError::RequestBody { .. } => None,
+            | ClientError::Config { base_url, .. } => base_url,
         }
     }
 }
@@ -208,7 +192,7 @@ impl ClientError {
 /// The AgentOS `detail` string of an error body, or the body itself.
 ///
 /// ```
-/// use agentos_gateway::client::detail_of;
+/// use agentos_client::detail_of;
 /// assert_eq!(detail_of(br#"{"detail":"Workflow not found"}"#), "Workflow not found");
 /// assert_eq!(detail_of(b"Bad Gateway"), "Bad Gateway");
 /// ```

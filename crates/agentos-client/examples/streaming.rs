@@ -2,12 +2,12 @@
 //! `async for event in workflow.arun(input, stream=True, stream_events=True)`.
 //!
 //! Start the demo first (`cargo run -- demo`), then:
-//! `cargo run --example streaming [-- "a story about a crab"]`.
+//! `cargo run -p agentos-client --example streaming [-- "a story about a crab"]`.
 //! Pass `--raw` as the first argument to print the SSE bytes unchanged instead.
 
 use std::io::Write;
 
-use agentos_gateway::client::{RemoteWorkflow, WorkflowEvent};
+use agentos_client::{RemoteWorkflow, WorkflowEvent};
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -2,10 +2,10 @@
 //! `await RemoteWorkflow(base_url, "echo").arun("hello")`.
 //!
 //! Start the demo first (`cargo run -- demo`), then:
-//! `cargo run --example basic_run [-- "your input"]`.
+//! `cargo run -p agentos-client --example basic_run [-- "your input"]`.
 //! `AGENTOS_URL` points it elsewhere (default http://127.0.0.1:7777).
 
-use agentos_gateway::client::RemoteWorkflow;
+use agentos_client::RemoteWorkflow;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

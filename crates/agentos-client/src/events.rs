@@ -411,7 +411,7 @@ macro_rules! workflow_events {
         /// One event of a streaming workflow run.
         ///
         /// ```
-        /// use agentos_gateway::client::WorkflowEvent;
+        /// use agentos_client::WorkflowEvent;
         /// use serde_json::json;
         ///
         /// let started = WorkflowEvent::from_value(json!({
@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn the_json_event_field_wins_over_the_sse_line() {
-        let sse = crate::client::sse::SseEvent {
+        let sse = crate::sse::SseEvent {
             event: "Wrong".into(),
             data: r#"{"event":"WorkflowStarted"}"#.into(),
             id: None,
@@ -686,7 +686,7 @@ mod tests {
             WorkflowEvent::from_sse(&sse).unwrap().name(),
             "WorkflowStarted"
         );
-        let sse = crate::client::sse::SseEvent {
+        let sse = crate::sse::SseEvent {
             data: "{}".into(),
             ..sse
         };

@@ -2,8 +2,8 @@
 //! was stored with and concurrent misses for one key share one fetch.
 //!
 //! It is the one cache behind both [`RemoteWorkflow`](super::RemoteWorkflow)'s
-//! `name()`/`description()`/`db()` and the gateway's metadata cache
-//! (`crate::upstream::cache`), so expiry and coalescing behave the same in
+//! `name()`/`description()`/`db()` and the agentos-gateway's metadata cache
+//! (its `upstream::cache`), so expiry and coalescing behave the same in
 //! the library and in the server. It caches successes only, as agno does: a
 //! failed fetch is returned to every caller that waited on it and the next
 //! lookup tries again.
@@ -67,7 +67,7 @@ impl<K, V> Expiry<K, Stamped<V>> for PerEntryTtl {
 ///
 /// ```
 /// use std::time::Duration;
-/// use agentos_gateway::client::cache::{Lookup, TtlCache};
+/// use agentos_client::cache::{Lookup, TtlCache};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let cache: TtlCache<&str, u32> = TtlCache::new(100);

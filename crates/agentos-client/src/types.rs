@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 /// agno's `serialize_input` does for dicts, lists and pydantic models.
 ///
 /// ```
-/// use agentos_gateway::client::Input;
+/// use agentos_client::Input;
 /// use serde_json::json;
 ///
 /// assert_eq!(Input::from("hello").as_str(), "hello");
@@ -72,7 +72,7 @@ impl From<Value> for Input {
 /// on the host) or `content` (base64).
 ///
 /// ```
-/// use agentos_gateway::client::Media;
+/// use agentos_client::Media;
 ///
 /// let image = Media::from_url("https://example.com/cat.png").mime_type("image/png");
 /// let json = serde_json::to_value(&image).unwrap();
@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for RunStatus {
 /// The answer to a non-streaming run (agno's `WorkflowRunOutput.to_dict()`).
 ///
 /// ```
-/// use agentos_gateway::client::{RunOutput, RunStatus};
+/// use agentos_client::{RunOutput, RunStatus};
 ///
 /// let out: RunOutput = serde_json::from_str(
 ///     r#"{"run_id":"r","session_id":"s","content":"HELLO!","status":"COMPLETED","new_field":1}"#,

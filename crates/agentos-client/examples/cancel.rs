@@ -2,12 +2,12 @@
 //! started, and watch the stream report the cancel.
 //!
 //! Start the demo first (`cargo run -- demo`), then:
-//! `cargo run --example cancel`.
+//! `cargo run -p agentos-client --example cancel`.
 //!
 //! Unlike agno's `acancel_run`, which returns `False` for every failure,
 //! `cancel_run` returns the host's error (unreachable, 401, 404, ...).
 
-use agentos_gateway::client::{RemoteWorkflow, WorkflowEvent};
+use agentos_client::{RemoteWorkflow, WorkflowEvent};
 use futures::StreamExt;
 
 #[tokio::main]

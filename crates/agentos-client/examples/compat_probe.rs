@@ -2,7 +2,7 @@
 //! Python `RemoteWorkflow` to do, printing the results as one JSON object so
 //! `tests/compat` can check that both clients see the same thing:
 //!
-//! `cargo run --example compat_probe -- BASE_URL ECHO_WORKFLOW SLOW_WORKFLOW`
+//! `cargo run -p agentos-client --example compat_probe -- BASE_URL ECHO_WORKFLOW SLOW_WORKFLOW`
 //!
 //! - metadata: name, description, db id;
 //! - a run without streaming: content and status;
@@ -10,7 +10,7 @@
 //! - a slow streamed run cancelled after its third progress event: whether
 //!   the cancel was accepted, and the events seen.
 
-use agentos_gateway::client::RemoteWorkflow;
+use agentos_client::RemoteWorkflow;
 use futures::StreamExt;
 use serde_json::{Value, json};
 

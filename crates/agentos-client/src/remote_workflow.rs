@@ -48,9 +48,9 @@ pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(300);
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use agentos_gateway::client::RemoteWorkflow;
+/// use agentos_client::RemoteWorkflow;
 ///
-/// # async fn demo() -> Result<(), agentos_gateway::client::ClientError> {
+/// # async fn demo() -> Result<(), agentos_client::ClientError> {
 /// let workflow = RemoteWorkflow::builder("http://127.0.0.1:7777", "echo")
 ///     .timeout(Duration::from_secs(60))
 ///     .config_ttl(Duration::from_secs(30))
@@ -350,9 +350,9 @@ impl RemoteWorkflow {
     ///
     /// ```no_run
     /// use futures::StreamExt;
-    /// use agentos_gateway::client::{RemoteWorkflow, WorkflowEvent};
+    /// use agentos_client::{RemoteWorkflow, WorkflowEvent};
     ///
-    /// # async fn demo() -> Result<(), agentos_gateway::client::ClientError> {
+    /// # async fn demo() -> Result<(), agentos_client::ClientError> {
     /// let workflow = RemoteWorkflow::new("http://127.0.0.1:7777", "slow-story")?;
     /// let mut events = workflow.arun("a dragon").user_id("u-1").stream().await?;
     /// while let Some(event) = events.next().await {
@@ -405,7 +405,7 @@ impl RemoteWorkflow {
     /// error. agno returns `False` for every failure instead.
     ///
     /// ```no_run
-    /// # use agentos_gateway::client::RemoteWorkflow;
+    /// # use agentos_client::RemoteWorkflow;
     /// # async fn demo(workflow: RemoteWorkflow) {
     /// match workflow.cancel_run("run-1").session_id("s-1").await {
     ///     Ok(()) => println!("cancelled"),
@@ -883,7 +883,7 @@ impl Stream for RawStream {
 ///
 /// ```
 /// use futures::{StreamExt, stream};
-/// use agentos_gateway::client::{RawStream, WorkflowEvent};
+/// use agentos_client::{RawStream, WorkflowEvent};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let sse = "event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"run_id\":\"r\"}\n\n";

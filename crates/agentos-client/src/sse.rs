@@ -34,7 +34,7 @@ pub struct SseEvent {
 /// An incremental SSE decoder.
 ///
 /// ```
-/// use agentos_gateway::client::sse::SseDecoder;
+/// use agentos_client::sse::SseDecoder;
 ///
 /// let mut decoder = SseDecoder::default();
 /// let mut events = decoder.feed(b"event: WorkflowStarted\r\ndata: {\"a\":");

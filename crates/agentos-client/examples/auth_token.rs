@@ -3,11 +3,11 @@
 //! `arun(..., auth_token=...)` takes one.
 //!
 //! Start the demo first (`cargo run -- demo`), then:
-//! `AGENTOS_TOKEN=secret cargo run --example auth_token`.
+//! `AGENTOS_TOKEN=secret cargo run -p agentos-client --example auth_token`.
 //! The demo has no auth, so both calls succeed; against a host with
 //! `OS_SECURITY_KEY` set, a wrong token gives a 401 with the host's detail.
 
-use agentos_gateway::client::RemoteWorkflow;
+use agentos_client::RemoteWorkflow;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
