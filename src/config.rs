@@ -21,6 +21,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+mod auth;
+pub use auth::{
+    AuthConfig, Cidr, DEFAULT_ADMIN_SCOPE, DEFAULT_EXCLUDED_ROUTE_PATHS, JwtConfig, LimitsConfig,
+    Rate,
+};
+
 /// RemoteWorkflow's default idle timeout, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 /// RemoteWorkflow's default config cache TTL, in seconds.
@@ -99,6 +105,10 @@ pub struct Config {
     /// first, each kind in file order.
     pub entries: Vec<EntryConfig>,
     pub tracing: TracingConfig,
+    /// `[auth]`: edge authentication and authorization.
+    pub auth: AuthConfig,
+    /// `[limits]`: per-caller rate limits.
+    pub limits: LimitsConfig,
 }
 
 /// The `[tracing]` table: W3C trace context and the optional OTLP export.
@@ -327,6 +337,9 @@ pub struct EntryConfig {
     pub config_ttl: Duration,
     /// Sent as `Authorization: Bearer` when the caller sends no Authorization.
     pub auth_token: Option<Secret>,
+    /// Whether the caller's `Authorization` reaches the host; when false it
+    /// is replaced by `auth_token` (or dropped).
+    pub forward_caller_token: bool,
 }
 
 /// A credential that never shows up in `Debug` output or logs.
@@ -397,6 +410,10 @@ struct RawConfig {
     workflows: Vec<Spanned<RawEntry>>,
     #[serde(default)]
     tracing: RawTracing,
+    #[serde(default)]
+    auth: auth::RawAuth,
+    #[serde(default)]
+    limits: auth::RawLimits,
 }
 
 #[derive(Deserialize, Default)]
@@ -422,6 +439,7 @@ struct RawHostGroup {
     eject_base: Option<Spanned<f64>>,
     eject_max: Option<Spanned<f64>>,
     dns_refresh: Option<Spanned<f64>>,
+    forward_caller_token: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -498,6 +516,7 @@ struct RawEntry {
     heartbeat: Option<Spanned<f64>>,
     cancel_on_disconnect: Option<Spanned<bool>>,
     config_ttl: Option<Spanned<f64>>,
+    forward_caller_token: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -987,6 +1006,7 @@ fn validate(
     let mut groups = Groups {
         all: host_groups,
         named: named_groups,
+        raw: &raw.host_groups,
         defaults: &group_defaults,
         connect_timeout: server.connect_timeout,
     };
@@ -1011,12 +1031,21 @@ fn validate(
             )?);
         }
     }
+    let auth = auth::auth(&raw.auth, env, locate)?;
+    let ids: Vec<String> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Workflow)
+        .map(|e| e.id.clone())
+        .collect();
+    let limits = auth::limits(&raw.limits, &ids, locate)?;
     Ok(Config {
         server,
         admin,
         host_groups: groups.all,
         entries,
         tracing: tracing_table(&raw.tracing, locate)?,
+        auth,
+        limits,
     })
 }
 
@@ -1025,6 +1054,8 @@ fn validate(
 struct Groups<'a> {
     all: Vec<HostGroupConfig>,
     named: usize,
+    /// The `[[host_groups]]` as written, for settings entries inherit.
+    raw: &'a [Spanned<RawHostGroup>],
     defaults: &'a GroupDefaults,
     connect_timeout: Duration,
 }
@@ -1151,6 +1182,7 @@ fn validate_entry(
         v => optional_seconds(from_file(v), &key(name), locate),
     };
     let timeout = secs(&w.timeout, "timeout", d.timeout)?;
+    let forward_caller_token = forward_caller_token(w, groups.raw, &host_group);
     Ok(EntryConfig {
         kind,
         id: id.clone(),
@@ -1180,6 +1212,7 @@ fn validate_entry(
             .map_or(d.cancel_on_disconnect, |v| *v.get_ref()),
         config_ttl: secs(&w.config_ttl, "config_ttl", d.config_ttl)?,
         auth_token,
+        forward_caller_token,
     })
 }
 
@@ -1222,6 +1255,20 @@ fn tracing_table(raw: &RawTracing, locate: &Locator) -> Result<TracingConfig, Co
         config.sample_ratio = ratio;
     }
     Ok(config)
+}
+
+/// An entry's `forward_caller_token`, else its named host group's, else
+/// true (the caller's token goes on, as before the setting existed).
+fn forward_caller_token(w: &RawEntry, groups: &[Spanned<RawHostGroup>], group: &str) -> bool {
+    w.forward_caller_token
+        .as_ref()
+        .or_else(|| {
+            groups
+                .iter()
+                .find(|g| g.get_ref().name.get_ref() == group)
+                .and_then(|g| g.get_ref().forward_caller_token.as_ref())
+        })
+        .is_none_or(|v| *v.get_ref())
 }
 
 /// A `[server]` duration: its key, and its default in seconds.

@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Cors, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
+use crate::auth::{Auth, AuthLayer};
 use crate::config::ServerConfig;
 use crate::observability::access::{Access, AccessLayer};
 use crate::observability::trace::{Trace, TraceLayer};
@@ -84,13 +85,15 @@ impl HeadFraming {
 /// What the listener serves: the routes inside every layer.
 pub type App = NormalizePath<OriginGatedCors>;
 
-/// The routes inside the access layer, inside the trace layer (which
+/// The routes inside the auth layer (so refusals are logged and counted
+/// like any answer), inside the access layer, inside the trace layer (which
 /// leaves the trace context the access layer logs).
-type Logged = Trace<Access<Routes>>;
+type Logged = Trace<Access<Auth<Routes>>>;
 
 /// Wraps `routes` in every layer.
 pub fn apply(routes: Routes, state: &SharedState) -> App {
     let server = &state.server;
+    let routes = AuthLayer::new(state.clone()).layer(routes);
     let routes = AccessLayer::new(state.clone(), server.max_body_bytes).layer(routes);
     let routes = TraceLayer::new(state.tracing.sample_ratio).layer(routes);
     let gated = OriginGatedCors {

@@ -11,6 +11,8 @@
 //!   connection, within the connection limits), and shutdown signals.
 //! - [`layers`]: request ids, tracing, trace context, access log, body limit, CORS: tower
 //!   layers around every route.
+//! - [`auth`]: edge authentication (AgentOS's JWT semantics, `security_key`), scope RBAC and
+//!   per-caller rate limits: the innermost layer, refusing before anything reaches a host.
 //! - [`observability`]: Prometheus metrics, the access log layer, the W3C trace context
 //!   layer and the optional OTLP export of the gateway's spans.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
@@ -32,6 +34,7 @@
 //!   `/gateway/upstreams` (every host and its last error), and the probes.
 
 pub mod admin;
+pub mod auth;
 pub use agentos_client as client;
 pub mod config;
 pub mod demo;

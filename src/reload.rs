@@ -236,6 +236,13 @@ fn restart_only_changes(started: &Config, next: &Config) -> Vec<&'static str> {
     if started.tracing != next.tracing {
         changed.push("[tracing]");
     }
+    // The auth gate and its rate limiters are built once, at start.
+    if started.auth != next.auth {
+        changed.push("[auth]");
+    }
+    if started.limits != next.limits {
+        changed.push("[limits]");
+    }
     changed
 }
 

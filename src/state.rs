@@ -38,6 +38,8 @@ pub struct AppState {
     upkeep_running: Mutex<bool>,
     pub cache: ConfigCache,
     pub metrics: Metrics,
+    /// Edge authentication, authorization and rate limits.
+    pub auth: Arc<crate::auth::Gate>,
     /// Cancelled when the drain deadline passes: open streams end with an
     /// error event and their runs are cancelled on the host.
     pub end_streams: CancellationToken,
@@ -68,6 +70,7 @@ impl AppState {
             upkeep_running: Mutex::new(false),
             cache: ConfigCache::new(config.server.config_fetch_timeout),
             metrics: Metrics::new(),
+            auth: Arc::new(crate::auth::Gate::new(config)),
             end_streams: CancellationToken::new(),
             hurry: CancellationToken::new(),
             background: TaskTracker::new(),

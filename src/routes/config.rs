@@ -34,17 +34,26 @@ pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let refresh = wants_fresh(headers);
     let caller = headers.get(header::AUTHORIZATION);
     let upstreams = state.upstreams();
-    let host_fetches = upstreams.groups().iter().map(|group| async move {
-        match state.cache.host_config(group, refresh, caller).await {
-            Ok(cached) => HostConfig::Doc(cached.doc),
-            Err(error) if refuses_caller(&error) => {
-                tracing::debug!(host_group = %group.name(), %error, "host refused the caller");
-                HostConfig::Refused
-            }
-            Err(error) => {
-                state.note_upstream_error(group, &error);
-                tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
-                HostConfig::Down
+    let host_fetches = upstreams.groups().iter().map(|group| {
+        // A group with a `forward_caller_token = false` entry sees its own
+        // token (the group's `auth_token`), never the caller's.
+        let withheld = upstreams
+            .entries()
+            .iter()
+            .any(|e| !e.config.forward_caller_token && e.group.name() == group.name());
+        let caller = caller.filter(|_| !withheld);
+        async move {
+            match state.cache.host_config(group, refresh, caller).await {
+                Ok(cached) => HostConfig::Doc(cached.doc),
+                Err(error) if refuses_caller(&error) => {
+                    tracing::debug!(host_group = %group.name(), %error, "host refused the caller");
+                    HostConfig::Refused
+                }
+                Err(error) => {
+                    state.note_upstream_error(group, &error);
+                    tracing::warn!(host_group = %group.name(), %error, "host config unavailable");
+                    HostConfig::Down
+                }
             }
         }
     });

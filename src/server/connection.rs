@@ -110,6 +110,7 @@ pub async fn serve<S: ConnectionService>(
     let service = TowerToHyperService::new(PerConnection {
         app,
         activity: activity.clone(),
+        peer: stream.peer_addr().ok(),
     });
     let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
     let mut connection = pin!(settings.builder.serve_connection(io, service));
@@ -263,7 +264,13 @@ impl Drop for RequestGuard {
 struct PerConnection<S> {
     app: S,
     activity: Arc<Activity>,
+    peer: Option<std::net::SocketAddr>,
 }
+
+/// The caller's TCP peer address, in every request's extensions (rate
+/// limits key on it when no verified token names the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 impl<S: ConnectionService> Service<Request<Incoming>> for PerConnection<S> {
     type Response = Response<GuardedBody>;
@@ -276,8 +283,12 @@ impl<S: ConnectionService> Service<Request<Incoming>> for PerConnection<S> {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let guard = self.activity.begin();
+        let mut request = request.map(Body::new);
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         Guarded {
-            inner: self.app.call(request.map(Body::new)),
+            inner: self.app.call(request),
             guard: Some(guard),
         }
     }

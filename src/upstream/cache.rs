@@ -145,6 +145,8 @@ impl ConfigCache {
         refresh: bool,
         caller: Option<&HeaderValue>,
     ) -> Result<Cached, UpstreamError> {
+        // `forward_caller_token = false`: the host sees the workflow's token.
+        let caller = caller.filter(|_| upstream.config.forward_caller_token);
         let (credential, authorization) =
             self.credential(caller, upstream.config.auth_token.as_ref());
         let authorization = authorization.as_deref();

@@ -1,6 +1,7 @@
 """A real agno AgentOS host for the compatibility suite.
 
-    python hosts.py --port P --name a --db-dir DIR     (OS_SECURITY_KEY in the environment secures it)
+    python hosts.py --port P --name a --db-dir DIR     (OS_SECURITY_KEY in the environment secures it;
+                                                        JWT_SECRET turns on JWT and scope RBAC)
 
 Its workflows need no model and no network: every step is a plain Python
 function. Its agents and teams run on fake_model's deterministic models.
@@ -88,6 +89,7 @@ def main() -> None:
         ),
         workflow("shared-wf", "Shared Workflow", Step(name="shared", executor=shared)),
     ]
+
     @tool(requires_confirmation=True)
     def approve(what: str) -> str:
         """Approve something."""
@@ -107,8 +109,25 @@ def main() -> None:
         Team(id="slow-team", name="Slow Team", model=EchoModel(words=slow_events), members=[echo_agent], db=db),
         Team(id="hitl-team", name="HITL Team", model=ToolCallingModel(), members=[echo_agent], tools=[approve], db=db),
     ]
+    # JWT_SECRET in the environment: JWT-protected with scope RBAC (HS256,
+    # audience = the os id), as tests/compat/test_auth_compat.py compares.
+    auth = {}
+    if os.environ.get("JWT_SECRET"):
+        from agno.os.config import AuthorizationConfig
+
+        auth = dict(
+            authorization=True,
+            authorization_config=AuthorizationConfig(
+                verification_keys=[os.environ["JWT_SECRET"]], algorithm="HS256", verify_audience=True
+            ),
+        )
     agent_os = AgentOS(
-        id=f"host-{host}", description=f"compat host {host}", agents=agents, teams=teams, workflows=workflows
+        id=f"host-{host}",
+        description=f"compat host {host}",
+        agents=agents,
+        teams=teams,
+        workflows=workflows,
+        **auth,
     )
     uvicorn.run(agent_os.get_app(), host="127.0.0.1", port=args.port, log_level="warning")
 
