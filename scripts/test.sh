@@ -40,17 +40,19 @@ echo "== cargo doc (the gateway and the agentos-client crate)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet -p agentos-gateway -p agentos-client
 echo "== cargo test (the tests that run the binary, the adversarial suite among them, start target/ci/agentos-gateway)"
 bin="$PWD/target/ci/agentos-gateway"
-AGENTOS_GATEWAY_BIN="$bin" cargo test --profile ci --locked
+# One selection (the whole workspace, examples and the benchmark included),
+# so cargo resolves features once and nothing is compiled twice.
+cargo build --profile ci --locked --workspace --bins --examples
+AGENTOS_GATEWAY_BIN="$bin" cargo test --profile ci --locked --workspace
 python_ready
 echo "== Dockerfile and Kubernetes manifests"
 "$venv/bin/python" deploy/check.py "$bin"
 if [ -d tests/compat ]; then
   echo "== compatibility suite (agno $(grep -i '^agno==' tests/compat/requirements.txt | cut -d= -f3))"
-  # The Rust RemoteWorkflow's side of the client-against-client comparison.
-  cargo build --profile ci --locked -p agentos-client --example compat_probe
+  # The Rust RemoteWorkflow's side of the client-against-client comparison
+  # is examples/compat_probe, built above.
   AGENTOS_GATEWAY_BIN="$bin" AGENTOS_GATEWAY_PROBE="$PWD/target/ci/examples/compat_probe" \
     "$venv/bin/python" -m pytest tests/compat -q -rfEs
 fi
 echo "== benchmark smoke (full run: see BENCHMARKS.md)"
-cargo build --profile ci --locked -p agentos-gateway-bench
 target/ci/bench --smoke --python "$venv/bin/python" --out target/bench-smoke
