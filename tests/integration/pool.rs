@@ -2,11 +2,9 @@
 //! gateway after `pool_idle_timeout`, before the host's own keep-alive
 //! (uvicorn's 5 s) would close it under a request being sent.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -4,14 +4,12 @@
 //! it; and the OTLP export of the gateway's spans to an in-process
 //! collector, which never holds up a request when the collector is down.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use agentos_gateway::observability::trace::{TraceContext, parse_traceparent};
 use axum::body::Bytes;
-use common::*;
 use http::{HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;

@@ -5,14 +5,12 @@
 //! It lives in the gateway crate, not in agentos-client, because its mock
 //! hosts and the in-process gateway are the gateway's test harness.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use agentos_gateway::client::{
     ClientError, Media, RemoteWorkflow, RunStatus, UnavailablePhase, WorkflowEvent,
 };
-use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 

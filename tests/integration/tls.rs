@@ -5,11 +5,9 @@
 //! multi-threaded runtime, so connections take the production topology
 //! (one serving thread per worker).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use tokio::net::TcpListener;
 
 /// A TLS front for `plain` (a mock host): a self-signed certificate for

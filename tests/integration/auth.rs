@@ -3,14 +3,14 @@
 //! `JWTValidator` and `check_route_scopes`), and nothing of a refused
 //! request reaching a host.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::recording::RecordingHost;
+use crate::common::{
+    Gateway, GatewayProcess, MockHost, client, eventually, json_of, rest, workflow,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::recording::RecordingHost;
-use common::{Gateway, GatewayProcess, MockHost, client, eventually, json_of, rest, workflow};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -281,7 +281,7 @@ async fn jwks_file_keys_are_matched_by_kid() {
     let s = signer(Algorithm::RS256);
     let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&s.encoding, Algorithm::RS256).unwrap();
     jwk.common.key_id = Some("k1".into());
-    let dir = common::TempDir::new();
+    let dir = crate::common::TempDir::new();
     let path = dir.0.join("jwks.json");
     std::fs::write(&path, json!({"keys": [jwk]}).to_string()).unwrap();
     let host = RecordingHost::start("jwks").await;
@@ -310,7 +310,7 @@ async fn jwks_file_keys_are_matched_by_kid() {
 #[tokio::test]
 async fn scope_matrix_matches_agno_row_by_row() {
     let rows: Vec<Value> =
-        serde_json::from_str(include_str!("fixtures/agno_scope_matrix.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/agno_scope_matrix.json")).unwrap();
     assert!(rows.len() > 400);
     let s = signer(Algorithm::HS256);
     let gw = Gateway::start(&format!(
@@ -427,7 +427,8 @@ async fn hosts_see_the_verified_user_and_the_chosen_token() {
             "the verified user comes last: {body}"
         );
     }
-    let auth = |r: &common::Recorded| r.headers["authorization"].to_str().unwrap().to_owned();
+    let auth =
+        |r: &crate::common::Recorded| r.headers["authorization"].to_str().unwrap().to_owned();
     assert_eq!(auth(&runs[0]), format!("Bearer {token}"));
     assert_eq!(auth(&runs[1]), "Bearer host-token");
     // The group serves a workflow that withholds the caller's token, so its

@@ -2,12 +2,10 @@
 //! refresh and stale-on-error, counted at the host; and that a document is
 //! only ever served to callers with the credential that fetched it.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use agentos_gateway::config::EntryKind;
-use common::*;
 use serde_json::Value;
 
 #[tokio::test]

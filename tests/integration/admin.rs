@@ -3,12 +3,10 @@
 //! binds nothing; a taken admin port stops the binary with its address; the
 //! listener closes silent connections and stops when told.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

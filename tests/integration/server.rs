@@ -1,11 +1,9 @@
 //! The listener's HTTP framing (hyper's), end to end through the gateway:
 //! raw requests on one kept-alive connection, malformed requests, and
 //! HTTP/2 with prior knowledge (h2c). The adversarial corpus is in
-//! tests/adversarial.rs.
+//! tests/integration/adversarial.rs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,12 +3,10 @@
 //! continues, and the recording mock host for byte-for-byte streams, owner
 //! routing and cancels. No sleeps as synchronisation.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use agentos_gateway::fakehost::{self, FakeBehavior, FakeEntry, FakeHostSpec};
-use common::*;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

@@ -1,9 +1,7 @@
 //! Metrics and logs after real traffic: the Prometheus counters move, and the
 //! access log has one line per request without any credential in it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The value of the sample line that starts with `prefix`, if present.
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {

@@ -1,7 +1,7 @@
 //! The adversarial suite: every byte a caller or a host sends the gateway is
 //! untrusted. Runs against the gateway binary (`AGENTOS_GATEWAY_BIN` when
 //! set, else the one cargo built) in front of recording raw-TCP hosts
-//! (`common::recording`), which keep every byte each host connection got.
+//! (`crate::common::recording`), which keep every byte each host connection got.
 //!
 //! 1. Callers that try to smuggle a request or desync the host pool: a 400,
 //!    the connection closed, and no byte of theirs reaches a host.
@@ -18,15 +18,13 @@
 //! connection that carried nothing else since the attack began. No sleeps:
 //! tests wait on sockets and on what the hosts see, each wait bounded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::recording::{
+use crate::common::recording::{
     Answer, ConnLog, Framing, Mark, RecordingHost, Tail, decode_chunked, escape,
 };
-use common::{Gateway, GatewayProcess};
+use crate::common::{Gateway, GatewayProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -520,7 +518,7 @@ async fn canary(
             request.framing
         )
     });
-    if let Err(why) = common::recording::clean_requests(&conn.bytes) {
+    if let Err(why) = crate::common::recording::clean_requests(&conn.bytes) {
         problems.add(format!(
             "canary {n}: host connection {} does not parse cleanly: {why}",
             conn.id
@@ -605,9 +603,9 @@ fn check_rejected_unforwarded(
 fn forwarded_once(
     forwarded: &[(usize, Vec<u8>)],
     problems: &mut Problems,
-) -> Option<(common::recording::HostRequest, Vec<u8>)> {
+) -> Option<(crate::common::recording::HostRequest, Vec<u8>)> {
     match forwarded {
-        [(_, bytes)] => match common::recording::clean_requests(bytes) {
+        [(_, bytes)] => match crate::common::recording::clean_requests(bytes) {
             Ok(mut requests) if requests.len() == 1 => requests.pop().map(|r| (r, bytes.clone())),
             Ok(requests) => {
                 problems.add(format!(
@@ -1985,7 +1983,7 @@ async fn body_reaches_host(
         "{} host connections got bytes",
         since.len()
     );
-    let requests = common::recording::clean_requests(&since[0].1)
+    let requests = crate::common::recording::clean_requests(&since[0].1)
         .map_err(proptest::test_runner::TestCaseError::fail)?;
     prop_assert!(
         requests.len() == 1,
@@ -2078,7 +2076,7 @@ fn problems_of(expect: impl Fn(&Reply, &mut Problems), reply: &Reply) -> Vec<Str
 
 #[test]
 fn harness_host_side_parsing_finds_smuggled_and_unfinished_requests() {
-    use common::recording::{clean_requests, parse_requests};
+    use crate::common::recording::{clean_requests, parse_requests};
     // What a gateway that honours `Content-Length: 0` and forwards the
     // chunked payload raw would send: two requests.
     let smuggled = [

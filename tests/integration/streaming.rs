@@ -1,9 +1,7 @@
 //! The SSE path: incremental delivery, byte identity, a host dying
 //! mid-stream, the idle timeout, and a client going away.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const STARTED: &str = "event: WorkflowStarted\ndata: {\"created_at\":1,\"event\":\"WorkflowStarted\",\"workflow_id\":\"story\",\"workflow_name\":\"Story\",\"session_id\":\"S-1\",\"run_id\":\"R-1\",\"nested_depth\":0}\n\n";
 const PROGRESS: &str = "event: StepProgress\ndata: {\"created_at\":2,\"event\":\"StepProgress\",\"run_id\":\"R-1\",\"content\":\"caf\u{e9} \u{1F600}\"}\n\n";

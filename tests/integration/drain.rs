@@ -3,11 +3,9 @@
 //! open at the drain deadline ends with an error event and its run is
 //! cancelled on the host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const STARTED: &str = "event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"workflow_id\":\"story\",\"session_id\":\"S-9\",\"run_id\":\"R-9\"}\n\n";
 const STEP: &str = "event: StepProgress\ndata: {\"event\":\"StepProgress\",\"run_id\":\"R-9\"}\n\n";

@@ -3,12 +3,10 @@
 //! on disconnect, bulkheads, heartbeats, stream limits and DNS discovery.
 //! In-process hosts on ephemeral ports; no sleeps as synchronisation.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A workflow `w` (host id `wf`) replicated on `urls`, with `server` keys

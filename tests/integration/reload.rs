@@ -4,12 +4,10 @@
 //! ownership carry over for host groups that stay. The binary reloads on
 //! SIGHUP and on a Kubernetes-style ConfigMap symlink swap.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use agentos_gateway::reload::{Trigger, reload};
-use common::*;
 use serde_json::Value;
 
 const STARTED: &str = "event: WorkflowStarted\ndata: {\"event\":\"WorkflowStarted\",\"workflow_id\":\"a\",\"session_id\":\"S-1\",\"run_id\":\"R-1\"}\n\n";

@@ -1,9 +1,7 @@
 //! Every non-streaming route of the gateway against in-process mock hosts:
 //! discovery, forwarding of each per-run call, headers, errors and isolation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
