@@ -7,8 +7,8 @@
 # benchmark (it checks that every workload runs without errors, never a
 # timing).
 #
-# Everything is built once, in the `ci` profile (release optimisations,
-# debug assertions on, no LTO): target/ci/. The pinned Python requirements
+# Everything is built once, in the `ci` profile (opt-level 1, debug
+# assertions on, no LTO): target/ci/. The pinned Python requirements
 # go into .venv, installed in the background while Rust builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
