@@ -35,7 +35,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value};
 use tower::{Layer, Service};
 
-use crate::config::{Config, EntryKind, JwtConfig, Secret};
+use crate::config::{Config, JwtConfig, Secret};
 use crate::server::connection::PeerAddr;
 use crate::state::SharedState;
 use identity::Identity;
@@ -249,7 +249,7 @@ where
 {
     /// Admits or refuses `request` and, when admitted, calls the routes.
     fn decide(&mut self, gate: &Gate, mut request: Request) -> <Self as Service<Request>>::Future {
-        let passed = match gate.admit(&self.state, &mut request) {
+        let passed = match gate.admit(&mut request) {
             Ok(passed) => passed,
             Err(refusal) => {
                 return Either::Right(Box::pin(std::future::ready(Ok(refusal.into_response()))));
@@ -270,7 +270,7 @@ where
 impl Gate {
     /// The whole decision for one request: authenticate, authorize, rate
     /// limit; `Err` is the answer to send instead.
-    fn admit(&self, state: &SharedState, request: &mut Request) -> Result<Passed, Refusal> {
+    fn admit(&self, request: &mut Request) -> Result<Passed, Refusal> {
         if request.method() == Method::OPTIONS {
             return Ok(Passed::default());
         }
@@ -302,7 +302,6 @@ impl Gate {
                 return Err(unauthorized("Invalid authentication token"));
             }
         }
-        forward_policy(state, &path, request);
         if let Some(limits) = &self.limits {
             let caller = match &passed.identity.user_id {
                 Some(sub) => format!("sub:{sub}"),
@@ -529,27 +528,6 @@ fn run_resource(method: &Method, path: &str) -> Option<String> {
             Some(format!("{family}/{id}"))
         }
         _ => None,
-    }
-}
-
-/// `forward_caller_token = false`: the caller's Authorization does not
-/// reach the agent's, team's or workflow's host; the routes then send the
-/// entry's `auth_token` instead, as for a caller that sent none.
-fn forward_policy(state: &SharedState, path: &str, request: &mut Request) {
-    let mut segments = path.trim_start_matches('/').split('/');
-    let (Some(family), Some(id)) = (segments.next(), segments.next()) else {
-        return;
-    };
-    let Some(kind) = EntryKind::ALL.into_iter().find(|k| k.plural() == family) else {
-        return;
-    };
-    // Decoded as the router decodes it, so `/agents/%61` cannot reach
-    // agent `a` with the caller's token.
-    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
-    if let Some(upstream) = state.upstreams().get(kind, &id)
-        && !upstream.config.forward_caller_token
-    {
-        request.headers_mut().remove(header::AUTHORIZATION);
     }
 }
 

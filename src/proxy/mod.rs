@@ -111,10 +111,16 @@ pub async fn forward(
     if let Some(trace) = &trace {
         trace.apply(&mut headers);
     }
-    // The workflow's `auth_token` goes to the host when the caller sent no
-    // Authorization of its own.
+    // `forward_caller_token = false`: the caller's Authorization stays
+    // here. The entry's `auth_token` goes to the host when the caller sent
+    // none (or it stayed here).
     let mut bearer = facts.bearer;
-    if !facts.authorization
+    let mut authorization = facts.authorization;
+    if authorization && !upstream.config.forward_caller_token {
+        headers.remove(header::AUTHORIZATION);
+        (authorization, bearer) = (false, None);
+    }
+    if !authorization
         && let Some(token) = &upstream.config.auth_token
         && let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
     {

@@ -661,3 +661,44 @@ async fn jwks_url_is_fetched_refetched_on_unknown_kid_and_kept_when_down() {
         "last good set kept while the IdP is down"
     );
 }
+
+#[tokio::test]
+async fn a_withheld_caller_token_stays_at_the_gateway_without_auth_and_by_any_path() {
+    // No [auth]: the policy is the forwarding path's, not the auth layer's.
+    let host = MockHost::start("host-os").await;
+    let gw = Gateway::start(&format!(
+        "[server]\nhealth_checks = false\n{}auth_token = \"host-token\"\nforward_caller_token = false\n[[agents]]\nid = \"helper\"\nbase_url = \"{}\"\nauth_token = \"agent-token\"\nforward_caller_token = false\n",
+        workflow("own", &host.url, "own"),
+        host.url,
+    ))
+    .await;
+    // The plain path, a percent-encoded one the router decodes to the same
+    // workflow, and an agent.
+    for (path, expected) in [
+        ("/workflows/own/runs", "Bearer host-token"),
+        ("/workflows/%6Fwn/runs", "Bearer host-token"),
+        ("/agents/helper/runs", "Bearer agent-token"),
+    ] {
+        let response = client()
+            .post(gw.url(path))
+            .header("authorization", "Bearer caller-secret")
+            .form(&[("message", "hi"), ("stream", "false")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let last = host.last();
+        assert_eq!(last.headers["authorization"], expected, "{path}");
+        assert_eq!(
+            last.headers.get_all("authorization").iter().count(),
+            1,
+            "{path}"
+        );
+    }
+    assert!(
+        host.recorded()
+            .iter()
+            .all(|r| !format!("{:?}", r.headers).contains("caller-secret")),
+        "the caller's token never reached the host"
+    );
+}
