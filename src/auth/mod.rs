@@ -115,6 +115,12 @@ impl Gate {
         }
     }
 
+    /// Whether requests must carry the caller's address ([`PeerAddr`]):
+    /// rate limits key on it when no verified token names the caller.
+    pub fn needs_peer_address(&self) -> bool {
+        self.limits.is_some()
+    }
+
     /// Whether the layer has anything to do.
     pub fn active(&self) -> bool {
         self.jwt.is_some() || self.security_key.is_some() || self.limits.is_some()
@@ -214,10 +220,12 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let gate = self.state.auth.clone();
-        if !gate.active() {
+        // Checked before the clone: an `Arc` count written per request is a
+        // cache line every serving thread contends on.
+        if !self.state.auth.active() {
             return Either::Left(self.inner.call(request));
         }
+        let gate = self.state.auth.clone();
         // With a `jwks_url`, an unknown `kid` may need the IdP first.
         let remote = gate
             .jwt

@@ -46,6 +46,9 @@ use crate::config::ConnectionLimits;
 pub struct Settings {
     builder: auto::Builder<TokioExecutor>,
     limits: ConnectionLimits,
+    /// Whether each request carries the caller's address ([`PeerAddr`]);
+    /// off unless something reads it, so no request pays for it otherwise.
+    peer_address: bool,
 }
 
 impl Settings {
@@ -67,7 +70,14 @@ impl Settings {
         Settings {
             builder,
             limits: limits.clone(),
+            peer_address: false,
         }
+    }
+
+    /// Puts the caller's address in every request's extensions.
+    pub fn with_peer_address(mut self, on: bool) -> Settings {
+        self.peer_address = on;
+        self
     }
 }
 
@@ -110,7 +120,10 @@ pub async fn serve<S: ConnectionService>(
     let service = TowerToHyperService::new(PerConnection {
         app,
         activity: activity.clone(),
-        peer: stream.peer_addr().ok(),
+        peer: settings
+            .peer_address
+            .then(|| stream.peer_addr().ok())
+            .flatten(),
     });
     let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
     let mut connection = pin!(settings.builder.serve_connection(io, service));
@@ -267,8 +280,9 @@ struct PerConnection<S> {
     peer: Option<std::net::SocketAddr>,
 }
 
-/// The caller's TCP peer address, in every request's extensions (rate
-/// limits key on it when no verified token names the caller).
+/// The caller's TCP peer address, in every request's extensions when
+/// [`Settings::with_peer_address`] asks for it (rate limits key on it when
+/// no verified token names the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 

@@ -71,7 +71,9 @@ pub async fn serve(
     shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = layers::apply(routes::Routes::new(state.clone()), &state);
-    let settings = Arc::new(Settings::new(&state.server.limits));
+    let settings = Arc::new(
+        Settings::new(&state.server.limits).with_peer_address(state.auth.needs_peer_address()),
+    );
     let limiter = ConnectionLimiter::new(
         state.server.limits.max_connections,
         state.metrics.open_connections.clone(),
