@@ -31,7 +31,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::RelayItem;
 use super::body::FormFacts;
-use crate::client::{AgentOsClient, ClientError};
+use crate::client::ClientError;
 use crate::config::EntryKind;
 use crate::error::GatewayError;
 use crate::observability::trace::TraceContext;
@@ -429,9 +429,17 @@ impl SseRelay {
                 .config
                 .first_byte_timeout
                 .min(Duration::from_secs(10));
-            let path = cancel_path(&upstream.upstream_prefix, &run_id, session_id.as_deref());
-            let result =
-                cancel_on_host(&replica.client, &path, bearer.as_deref(), timeout, headers).await;
+            let result = replica
+                .client
+                .cancel_run_at(
+                    &upstream.upstream_prefix,
+                    &run_id,
+                    session_id.as_deref(),
+                    bearer.as_deref(),
+                    timeout,
+                    headers,
+                )
+                .await;
             let (kind, id) = (upstream.kind(), &upstream.config.id);
             match result {
                 Ok(()) => tracing::info!(%kind, %id, %run_id, "run cancelled on its host"),
@@ -462,59 +470,6 @@ impl Drop for SseRelay {
                 self.cancel_run_on_host();
             }
         }
-    }
-}
-
-/// `{prefix}/runs/{run_id}/cancel[?session_id=...]`: the same cancel route
-/// for agents, teams and workflows under their host prefix.
-fn cancel_path(prefix: &str, run_id: &str, session_id: Option<&str>) -> String {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    // Everything but RFC 3986's unreserved characters, as the client escapes.
-    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let mut path = format!(
-        "{prefix}/runs/{}/cancel",
-        utf8_percent_encode(run_id, COMPONENT)
-    );
-    if let Some(session_id) = session_id {
-        path.push_str("?session_id=");
-        path.extend(utf8_percent_encode(session_id, COMPONENT));
-    }
-    path
-}
-
-/// `POST path` with no body on one replica, within `timeout`. `Ok` means
-/// the host accepted the cancel; every failure is returned.
-async fn cancel_on_host(
-    client: &AgentOsClient,
-    path: &str,
-    bearer: Option<&str>,
-    timeout: Duration,
-    headers: http::HeaderMap,
-) -> Result<(), ClientError> {
-    let mut request = client
-        .http()
-        .post(client.url(path))
-        .headers(headers)
-        .header(http::header::CONTENT_LENGTH, "0");
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token);
-    }
-    let call = async {
-        let response = client.send(request, timeout).await?;
-        // Drain the (tiny) body so the connection goes back to the pool.
-        response
-            .bytes()
-            .await
-            .map_err(|e| client.classify(&e, timeout))?;
-        Ok(())
-    };
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(client.timeout_error(timeout)),
     }
 }
 

@@ -48,7 +48,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::{HeaderValue, header};
+use http::{HeaderMap, HeaderValue, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use url::Url;
 
@@ -263,34 +263,25 @@ impl AgentOsClient {
         bearer: Option<&str>,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let headers = http::HeaderMap::new();
-        self.cancel_workflow_run_with_headers(
-            workflow_id,
-            run_id,
-            session_id,
-            bearer,
-            timeout,
-            headers,
-        )
-        .await
+        let prefix = workflow_path(workflow_id);
+        self.cancel_run_at(&prefix, run_id, session_id, bearer, timeout, HeaderMap::new())
+            .await
     }
 
-    /// [`cancel_workflow_run`](Self::cancel_workflow_run), with `headers`
-    /// added to the request (a gateway passes its trace context on).
-    pub async fn cancel_workflow_run_with_headers(
+    /// `POST {prefix}/runs/{run_id}/cancel`: the cancel route agents
+    /// (`/agents/{id}`), teams and workflows share, with `headers` added
+    /// (a gateway passes its trace context on). `prefix` is a path already
+    /// escaped; see [`cancel_workflow_run`](Self::cancel_workflow_run).
+    pub async fn cancel_run_at(
         &self,
-        workflow_id: &str,
+        prefix: &str,
         run_id: &str,
         session_id: Option<&str>,
         bearer: Option<&str>,
         timeout: Duration,
-        headers: http::HeaderMap,
+        headers: HeaderMap,
     ) -> Result<(), ClientError> {
-        let mut path = format!(
-            "{}/runs/{}/cancel",
-            workflow_path(workflow_id),
-            escape(run_id)
-        );
+        let mut path = format!("{prefix}/runs/{}/cancel", escape(run_id));
         if let Some(session_id) = session_id {
             path.push_str(&format!("?session_id={}", escape(session_id)));
         }
