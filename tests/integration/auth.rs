@@ -702,3 +702,52 @@ async fn a_withheld_caller_token_stays_at_the_gateway_without_auth_and_by_any_pa
         "the caller's token never reached the host"
     );
 }
+
+#[tokio::test]
+async fn an_anonymous_caller_is_limited_by_address_whatever_forwarded_for_says() {
+    // No token: the bucket is the caller's address. Loopback is no trusted
+    // proxy here, so a forged X-Forwarded-For must not buy a new bucket.
+    let host = MockHost::start("host-os").await;
+    let gw = Gateway::start(&format!(
+        "[server]\nhealth_checks = false\n[limits]\nrun_rate = 0.001\nrun_burst = 1\n{}",
+        workflow("wf", &host.url, "wf")
+    ))
+    .await;
+    let run = |forwarded_for: &'static str| {
+        client()
+            .post(gw.url("/workflows/wf/runs"))
+            .header("x-forwarded-for", forwarded_for)
+            .form(&[("message", "hi"), ("stream", "false")])
+            .send()
+    };
+    assert_eq!(run("203.0.113.1").await.unwrap().status(), 200);
+    for forged in ["203.0.113.2", "198.51.100.7, 203.0.113.3", "not-an-address"] {
+        assert_eq!(run(forged).await.unwrap().status(), 429, "{forged}");
+    }
+    assert_eq!(host.runs(), 1, "refused runs never reached the host");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_forwarded_for_names_the_caller() {
+    // Loopback is the trusted proxy: each forwarded client has its bucket,
+    // which needs the connection's own address to get there at all.
+    let host = MockHost::start("host-os").await;
+    let gw = Gateway::start(&format!(
+        "[server]\nhealth_checks = false\n[limits]\nrun_rate = 0.001\nrun_burst = 1\ntrusted_proxies = [\"127.0.0.0/8\"]\n{}",
+        workflow("wf", &host.url, "wf")
+    ))
+    .await;
+    let run = |forwarded_for: &'static str| {
+        client()
+            .post(gw.url("/workflows/wf/runs"))
+            .header("x-forwarded-for", forwarded_for)
+            .form(&[("message", "hi"), ("stream", "false")])
+            .send()
+    };
+    assert_eq!(run("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(run("203.0.113.2").await.unwrap().status(), 200);
+    assert_eq!(run("203.0.113.1").await.unwrap().status(), 429);
+    // A client cannot pose as another by prepending an address: the
+    // right-most untrusted hop is the caller.
+    assert_eq!(run("203.0.113.9, 203.0.113.2").await.unwrap().status(), 429);
+}

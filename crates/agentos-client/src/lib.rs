@@ -264,8 +264,15 @@ impl AgentOsClient {
         timeout: Duration,
     ) -> Result<(), ClientError> {
         let prefix = workflow_path(workflow_id);
-        self.cancel_run_at(&prefix, run_id, session_id, bearer, timeout, HeaderMap::new())
-            .await
+        self.cancel_run_at(
+            &prefix,
+            run_id,
+            session_id,
+            bearer,
+            timeout,
+            HeaderMap::new(),
+        )
+        .await
     }
 
     /// `POST {prefix}/runs/{run_id}/cancel`: the cancel route agents
