@@ -574,18 +574,6 @@ mod tests {
     }
 
     #[test]
-    fn cancels_go_to_the_entry_s_own_route() {
-        assert_eq!(
-            cancel_path("/teams/t", "r 1/x", Some("s-1")),
-            "/teams/t/runs/r%201%2Fx/cancel?session_id=s-1"
-        );
-        assert_eq!(
-            cancel_path("/agents/a", "r", None),
-            "/agents/a/runs/r/cancel"
-        );
-    }
-
-    #[test]
     fn error_events_take_the_kind_s_name_and_fields() {
         let ids = first_data_ids(b"event: RunStarted\ndata: {\"agent_id\":\"a\",\"agent_name\":\"A\",\"workflow_id\":\"outer\",\"run_id\":\"r\"}\n\n").unwrap();
         let event = serde_json::to_value(ErrorEvent::new(EntryKind::Agent, &ids, "gone")).unwrap();

@@ -93,6 +93,16 @@ fn escape(s: &str) -> impl std::fmt::Display + '_ {
     utf8_percent_encode(s, COMPONENT)
 }
 
+/// `{prefix}/runs/{run_id}/cancel[?session_id=...]`: the cancel route
+/// agents, teams and workflows share under their path prefix.
+pub fn cancel_path(prefix: &str, run_id: &str, session_id: Option<&str>) -> String {
+    let mut path = format!("{prefix}/runs/{}/cancel", escape(run_id));
+    if let Some(session_id) = session_id {
+        path.push_str(&format!("?session_id={}", escape(session_id)));
+    }
+    path
+}
+
 /// A pooled HTTP client bound to one AgentOS base URL.
 ///
 /// Cloning is cheap; clones share the connection pool.
@@ -288,10 +298,7 @@ impl AgentOsClient {
         timeout: Duration,
         headers: HeaderMap,
     ) -> Result<(), ClientError> {
-        let mut path = format!("{prefix}/runs/{}/cancel", escape(run_id));
-        if let Some(session_id) = session_id {
-            path.push_str(&format!("?session_id={}", escape(session_id)));
-        }
+        let path = cancel_path(prefix, run_id, session_id);
         let mut request = self
             .http
             .post(self.url(&path))
@@ -478,4 +485,21 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_go_to_the_entry_s_own_route() {
+        assert_eq!(
+            cancel_path("/teams/t", "r 1/x", Some("s-1")),
+            "/teams/t/runs/r%201%2Fx/cancel?session_id=s-1"
+        );
+        assert_eq!(
+            cancel_path("/agents/a", "r", None),
+            "/agents/a/runs/r/cancel"
+        );
+    }
 }
