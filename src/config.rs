@@ -536,13 +536,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config = Config::parse(path, &source, &|name| std::env::var(name).ok())?;
+        Ok((Config::servable(path, &source)?, source))
+    }
+
+    /// Validates `source`, the text of the file at `path`, with the
+    /// process's environment, as a config to serve: one that exposes
+    /// nothing is refused.
+    pub fn servable(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse(path, source, &|name| std::env::var(name).ok())?;
         if config.entries.is_empty() {
             return Err(ConfigError::NothingExposed {
                 path: path.to_owned(),
             });
         }
-        Ok((config, source))
+        Ok(config)
     }
 
     /// Parses `source` (read from `path`, used in messages), resolving

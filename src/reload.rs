@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::state::{AppState, SharedState};
 use crate::upstream::Upstreams;
 
@@ -149,17 +149,23 @@ struct Loaded {
 
 /// `Ok(None)`: the file did not change and nothing asks to reload anyway.
 fn load(state: &AppState, path: &Path, trigger: Trigger) -> Result<Option<Loaded>, String> {
-    if trigger == Trigger::FileChanged {
+    // Read once: the text compared is the text validated and kept.
+    let source = match std::fs::read_to_string(path) {
+        Ok(source) => source,
         // A file that cannot be read right now (mid-swap) is not yet a
         // reload: the event that completes the swap follows.
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return Ok(None);
-        };
-        if state.reloads.lock().source.as_deref() == Some(text.as_str()) {
-            return Ok(None);
+        Err(_) if trigger == Trigger::FileChanged => return Ok(None),
+        Err(source) => {
+            let path = path.to_owned();
+            return Err(ConfigError::Read { path, source }.to_string());
         }
+    };
+    if trigger == Trigger::FileChanged
+        && state.reloads.lock().source.as_deref() == Some(source.as_str())
+    {
+        return Ok(None);
     }
-    let (config, source) = Config::read(path).map_err(|e| e.to_string())?;
+    let config = Config::servable(path, &source).map_err(|e| e.to_string())?;
     let upstreams = Upstreams::build(&config, Some(&state.upstreams()))?;
     Ok(Some(Loaded {
         config,
