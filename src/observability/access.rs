@@ -242,15 +242,13 @@ where
         let export_to = trace
             .filter(|ids| ids.sampled() && self.state.tracing.exporter.is_some())
             .map(|_| self.state.clone());
-        // The trace id on the span too: every event of the request (a cut
-        // stream, a failed cancel) joins its trace.
-        let trace_id = trace.map(|t| t.trace_id_hex());
+        // Events of the request (a cut stream, a failed cancel) carry its
+        // request id, and the access line joins that id to the trace.
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
             request_id = request_id.to_str().unwrap_or(""),
-            trace_id = trace_id.as_ref().map_or("", |t| t.as_str()),
         );
         tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
 
