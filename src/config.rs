@@ -101,9 +101,11 @@ pub struct Config {
     /// Every host group: the named `[[host_groups]]` and one implicit group
     /// per distinct `base_url`/`base_urls` of an entry.
     pub host_groups: Vec<HostGroupConfig>,
-    /// Every `[[agents]]`, `[[teams]]` and `[[workflows]]` entry, agents
-    /// first, each kind in file order.
+    /// Every `[[agents]]`, `[[teams]]`, `[[workflows]]` and `[[dbs]]`
+    /// entry, in that order, each kind in file order.
     pub entries: Vec<EntryConfig>,
+    /// `[server]`'s defaults, which databases discovered at run time take.
+    pub entry_defaults: EntryDefaults,
     pub tracing: TracingConfig,
     /// `[auth]`: edge authentication and authorization.
     pub auth: AuthConfig,
@@ -258,10 +260,14 @@ pub enum EntryKind {
     Agent,
     Team,
     Workflow,
+    /// A database a host reports (or `[[dbs]]` pins), reached by `db_id`
+    /// through the database routes (`/sessions`, `/memories`, ...).
+    Database,
 }
 
 impl EntryKind {
-    /// Every kind, in the order `/config` lists them.
+    /// The kinds with a collection of their own (`/agents`, ...), in the
+    /// order `/config` lists them.
     pub const ALL: [EntryKind; 3] = [EntryKind::Agent, EntryKind::Team, EntryKind::Workflow];
 
     /// A dense index, for tables by kind.
@@ -275,24 +281,30 @@ impl EntryKind {
             EntryKind::Agent => "agent",
             EntryKind::Team => "team",
             EntryKind::Workflow => "workflow",
+            EntryKind::Database => "database",
         }
     }
 
-    /// The TOML array and the AgentOS collection (`/agents`, ...).
+    /// The TOML array and, but for databases, the AgentOS collection
+    /// (`/agents`, ...).
     pub fn plural(self) -> &'static str {
         match self {
             EntryKind::Agent => "agents",
             EntryKind::Team => "teams",
             EntryKind::Workflow => "workflows",
+            EntryKind::Database => "dbs",
         }
     }
 
-    /// The key naming the id on the host (`agent_id`, ...).
+    /// The field naming the id on the host (`agent_id`, ...), in the
+    /// config and in the host's documents. A database keeps its id on the
+    /// host: callers name it in `db_id`, which is passed on as is.
     pub fn remote_key(self) -> &'static str {
         match self {
             EntryKind::Agent => "agent_id",
             EntryKind::Team => "team_id",
             EntryKind::Workflow => "workflow_id",
+            EntryKind::Database => "db_id",
         }
     }
 
@@ -302,6 +314,7 @@ impl EntryKind {
             EntryKind::Agent => "Agent not found",
             EntryKind::Team => "Team not found",
             EntryKind::Workflow => "Workflow not found",
+            EntryKind::Database => "Database not found",
         }
     }
 }
@@ -408,6 +421,8 @@ struct RawConfig {
     teams: Vec<Spanned<RawEntry>>,
     #[serde(default)]
     workflows: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    dbs: Vec<Spanned<RawEntry>>,
     #[serde(default)]
     tracing: RawTracing,
     #[serde(default)]
@@ -1022,6 +1037,7 @@ fn validate(
         (EntryKind::Agent, &raw.agents),
         (EntryKind::Team, &raw.teams),
         (EntryKind::Workflow, &raw.workflows),
+        (EntryKind::Database, &raw.dbs),
     ] {
         // Ids are unique per kind: `/agents/x` and `/workflows/x` never meet.
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -1050,6 +1066,7 @@ fn validate(
         admin,
         host_groups: groups.all,
         entries,
+        entry_defaults,
         tracing: tracing_table(&raw.tracing, locate)?,
         auth,
         limits,
@@ -1131,6 +1148,29 @@ fn validate_entry(
             ));
         }
     };
+    if kind == EntryKind::Database {
+        // A database is reached by plain request-and-answer calls.
+        for (name, set) in [
+            (
+                "max_stream_duration",
+                w.max_stream_duration.as_ref().map(|v| v.span()),
+            ),
+            ("heartbeat", w.heartbeat.as_ref().map(|v| v.span())),
+            (
+                "cancel_on_disconnect",
+                w.cancel_on_disconnect.as_ref().map(|v| v.span()),
+            ),
+            ("config_ttl", w.config_ttl.as_ref().map(|v| v.span())),
+        ] {
+            if let Some(span) = set {
+                return Err(locate.error(
+                    span,
+                    &key(name),
+                    format!("`{name}` has no meaning for a database"),
+                ));
+            }
+        }
+    }
     let mut remote_id = None;
     for (remote_kind, value) in [
         (EntryKind::Agent, &w.agent_id),
@@ -1139,6 +1179,13 @@ fn validate_entry(
     ] {
         let Some(v) = value else { continue };
         let name = remote_kind.remote_key();
+        if kind == EntryKind::Database {
+            return Err(locate.error(
+                v.span(),
+                &key(name),
+                format!("unknown field `{name}` in [[dbs]]; a database keeps its id on its host"),
+            ));
+        }
         if remote_kind != kind {
             return Err(locate.error(
                 v.span(),
@@ -1426,14 +1473,15 @@ struct GroupDefaults {
     dns_refresh: Duration,
 }
 
-/// `[server]`-level defaults for agents, teams and workflows.
-struct EntryDefaults {
-    timeout: Duration,
-    first_byte_timeout: Duration,
-    max_stream_duration: Option<Duration>,
-    heartbeat: Option<Duration>,
-    cancel_on_disconnect: bool,
-    config_ttl: Duration,
+/// `[server]`-level defaults for agents, teams, workflows and databases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDefaults {
+    pub timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub max_stream_duration: Option<Duration>,
+    pub heartbeat: Option<Duration>,
+    pub cancel_on_disconnect: bool,
+    pub config_ttl: Duration,
 }
 
 /// The group for an entry's inline `base_url`/`base_urls`: entries that
@@ -1752,6 +1800,36 @@ host_group = "k8s"
             e.contains("`teams.id`") && e.contains("duplicate id `x` (first defined on line 5)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dbs_pin_a_database_to_a_host() {
+        let c = parse(
+            "[[workflows]]\nid = \"w\"\nbase_url = \"http://a\"\nauth_token = \"t\"\n\
+             [[dbs]]\nid = \"shared\"\nbase_url = \"http://a\"\ntimeout = 5\n",
+        )
+        .unwrap();
+        let db = c.entries_of(EntryKind::Database).next().unwrap();
+        assert_eq!(db.id, "shared");
+        assert_eq!(db.remote_id, "shared");
+        assert_eq!(db.timeout, Duration::from_secs(5));
+        // It shares the workflow's host group.
+        assert_eq!(c.host_groups.len(), 1);
+        assert_eq!(db.host_group, c.entries[0].host_group);
+        let db = "[[dbs]]\nid = \"d\"\nbase_url = \"http://h\"\n";
+        for (extra, key) in [
+            ("agent_id = \"x\"\n", "`dbs.agent_id`"),
+            ("heartbeat = 5\n", "`dbs.heartbeat`"),
+            (
+                "cancel_on_disconnect = false\n",
+                "`dbs.cancel_on_disconnect`",
+            ),
+        ] {
+            let e = err(&format!("{db}{extra}"));
+            assert!(e.starts_with("gw.toml:4:") && e.contains(key), "{e}");
+        }
+        let e = err(&format!("{db}{db}"));
+        assert!(e.contains("`dbs.id`: duplicate id `d`"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::client::{ClientError, UnavailablePhase};
 use crate::config::EntryKind;
+use crate::upstream::databases::DbLookupError;
 
 /// A failed call the gateway made to a host group on a caller's behalf: the
 /// host's failure as the client library classifies it, or one of the
@@ -167,6 +168,9 @@ pub enum GatewayError {
     /// The gateway is shutting down and takes no new runs.
     #[error("Gateway is shutting down")]
     Draining,
+    /// A database route names no database the gateway can place.
+    #[error(transparent)]
+    Database(#[from] DbLookupError),
 }
 
 impl GatewayError {
@@ -184,6 +188,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Database(error) => error.status(),
         }
     }
 
@@ -193,6 +198,7 @@ impl GatewayError {
             GatewayError::NotFound(EntryKind::Agent) => "agent_not_found",
             GatewayError::NotFound(EntryKind::Team) => "team_not_found",
             GatewayError::NotFound(EntryKind::Workflow) => "workflow_not_found",
+            GatewayError::NotFound(EntryKind::Database) => "database_not_found",
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::UpstreamConnect { .. } => "connect",
             GatewayError::UpstreamUnreachable { .. } => "connect_timeout",
@@ -205,6 +211,9 @@ impl GatewayError {
             GatewayError::Draining => "draining",
             GatewayError::NoCapacity(_) => "no_capacity",
             GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::Database(DbLookupError::Ambiguous(_)) => "database_ambiguous",
+            GatewayError::Database(DbLookupError::Unreachable(_)) => "database_unreachable",
+            GatewayError::Database(_) => "database_lookup",
         }
     }
 

@@ -121,6 +121,7 @@ impl FakeHostSpec {
             EntryKind::Agent => &self.agents,
             EntryKind::Team => &self.teams,
             EntryKind::Workflow => &self.workflows,
+            EntryKind::Database => &[],
         }
     }
 }
@@ -289,7 +290,7 @@ fn summary(state: &HostState, kind: EntryKind, entry: &FakeEntry) -> Value {
             out.insert("is_factory".into(), false.into());
             out.insert("is_component".into(), false.into());
         }
-        EntryKind::Team | EntryKind::Agent => {
+        _ => {
             if kind == EntryKind::Team {
                 out.insert("mode".into(), "coordinate".into());
             }
@@ -312,7 +313,7 @@ fn document(state: &HostState, kind: EntryKind, entry: &FakeEntry) -> Value {
             doc["steps"] = json!([{"name": step_name(entry), "type": "Step"}]);
             doc["workflow_agent"] = false.into();
         }
-        EntryKind::Agent | EntryKind::Team => {
+        _ => {
             doc["model"] =
                 json!({"name": "FakeModel", "model": MODEL_ID, "provider": MODEL_PROVIDER});
             if kind == EntryKind::Team {
@@ -377,7 +378,7 @@ async fn list(State(state): State<Shared>, uri: Uri) -> Response {
         .iter()
         .map(|w| match kind {
             EntryKind::Workflow => summary(&state, kind, w),
-            EntryKind::Agent | EntryKind::Team => document(&state, kind, w),
+            _ => document(&state, kind, w),
         })
         .collect();
     axum::Json(list).into_response()
@@ -462,7 +463,7 @@ impl RunCtx {
     /// An event in AgentOS's field order.
     fn event(&self, name: &str, extra: Value) -> Value {
         let (id_key, name_key) = match self.kind {
-            EntryKind::Agent => ("agent_id", "agent_name"),
+            EntryKind::Agent | EntryKind::Database => ("agent_id", "agent_name"),
             EntryKind::Team => ("team_id", "team_name"),
             EntryKind::Workflow => ("workflow_id", "workflow_name"),
         };
@@ -500,7 +501,7 @@ impl RunCtx {
     /// `.to_dict()`, in part.
     fn output(&self, content: &str, status: &str) -> Value {
         let prefix = match self.kind {
-            EntryKind::Agent => "agent",
+            EntryKind::Agent | EntryKind::Database => "agent",
             EntryKind::Team => "team",
             EntryKind::Workflow => "workflow",
         };
@@ -536,7 +537,7 @@ impl RunCtx {
 async fn execute(state: &HostState, ctx: &RunCtx, events: Option<&mpsc::Sender<Value>>) -> Value {
     match ctx.kind {
         EntryKind::Workflow => execute_workflow(state, ctx, events).await,
-        EntryKind::Agent | EntryKind::Team => execute_agent(state, ctx, events).await,
+        _ => execute_agent(state, ctx, events).await,
     }
 }
 

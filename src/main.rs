@@ -79,11 +79,12 @@ fn main() -> ExitCode {
         Command::Check => match load(cli.config.as_ref()) {
             Ok((path, config)) => {
                 println!(
-                    "{}: ok ({} agents, {} teams, {} workflows on {} host groups, listen {}, admin {})",
+                    "{}: ok ({} agents, {} teams, {} workflows, {} pinned databases on {} host groups, listen {}, admin {})",
                     path.display(),
                     config.entries_of(EntryKind::Agent).count(),
                     config.entries_of(EntryKind::Team).count(),
                     config.entries_of(EntryKind::Workflow).count(),
+                    config.entries_of(EntryKind::Database).count(),
                     config.host_groups.len(),
                     config.server.listen,
                     config
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
             Ok((path, config, source)) => run(serve(path, config, source)),
             Err(code) => code,
         },
-        Command::Demo { listen } => run(demo::run(listen)),
+        Command::Demo { listen } => run(async move { Ok(demo::run(listen).await?) }),
     }
 }
 
@@ -120,8 +121,27 @@ fn read(path: Option<&PathBuf>) -> Result<(PathBuf, Config, String), ExitCode> {
     Ok((path.clone(), config, source))
 }
 
-async fn serve(path: PathBuf, config: Config, source: String) -> std::io::Result<()> {
+/// Why serving stopped with an error.
+enum Failure {
+    /// What the config says cannot be served (exit 64).
+    Config(String),
+    /// The listener or runtime failed (exit 1).
+    Serve(std::io::Error),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure::Serve(error)
+    }
+}
+
+/// How long the start-up look at the hosts' databases may take; hosts that
+/// have not answered by then are learnt about later.
+const DATABASE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn serve(path: PathBuf, config: Config, source: String) -> Result<(), Failure> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
+    check_databases(&path, &state).await?;
     state.reloads.started(&path, &config, source);
     let stop_reloads = tokio_util::sync::CancellationToken::new();
     let _stop_reloads_on_return = stop_reloads.clone().drop_guard();
@@ -143,7 +163,40 @@ async fn serve(path: PathBuf, config: Config, source: String) -> std::io::Result
     if let Some(exporter) = state.tracing.exporter.clone() {
         let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
     }
-    served
+    Ok(served?)
+}
+
+/// Learns which host owns which database, and refuses to start when two
+/// hosts report the same one and no `[[dbs]]` entry says whose it is: its
+/// calls would otherwise be refused until someone noticed.
+async fn check_databases(path: &std::path::Path, state: &SharedState) -> Result<(), Failure> {
+    let upstreams = state.upstreams();
+    // One host group cannot conflict with itself.
+    if upstreams.groups().len() < 2 {
+        return Ok(());
+    }
+    let refresh = agentos_gateway::upstream::databases::refresh(state, &upstreams);
+    let Ok(known) = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, refresh).await else {
+        tracing::warn!(
+            "hosts did not report their databases in time; they are learnt on first use"
+        );
+        return Ok(());
+    };
+    let Some(conflict) = known.conflicts().first() else {
+        return Ok(());
+    };
+    let groups = conflict
+        .groups
+        .iter()
+        .map(|g| format!("`{g}`"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Err(Failure::Config(format!(
+        "{}: database `{}` is reported by host groups {groups}: add a [[dbs]] entry with id = \"{}\" and the host that owns it",
+        path.display(),
+        conflict.db_id,
+        conflict.db_id
+    )))
 }
 
 /// Binds and spawns the admin listener (`[admin] listen`), or logs that it
@@ -163,7 +216,7 @@ async fn start_admin(config: &Config, state: &SharedState) -> std::io::Result<Op
     Admin::spawn(listener, state.clone()).map(Some)
 }
 
-fn run(task: impl Future<Output = std::io::Result<()>>) -> ExitCode {
+fn run(task: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -173,7 +226,11 @@ fn run(task: impl Future<Output = std::io::Result<()>>) -> ExitCode {
     };
     match runtime.block_on(task) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Config(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Serve(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_SERVE)
         }

@@ -1,7 +1,9 @@
 //! `GET /gateway/upstreams` on the admin listener: the gateway's own view of
 //! its hosts, for operators: every host group, each replica's health, last
-//! error, last check and requests in flight, and which agents, teams and
-//! workflows each group serves. Host URLs and their errors are why it is not
+//! error, last check and requests in flight, and which agents, teams,
+//! workflows and databases each group serves (databases as last learnt from
+//! the hosts; see [`crate::upstream::databases`]), and any database two
+//! groups report. Host URLs and their errors are why it is not
 //! on the public port.
 
 use axum::Json;
@@ -12,6 +14,7 @@ use crate::state::SharedState;
 
 pub fn status(state: &SharedState) -> Json<Value> {
     let upstreams = state.upstreams();
+    let databases = upstreams.databases.current();
     let groups: Vec<Value> = upstreams
         .groups()
         .iter()
@@ -37,9 +40,15 @@ pub fn status(state: &SharedState) -> Json<Value> {
                 "agents": of_kind(EntryKind::Agent),
                 "teams": of_kind(EntryKind::Team),
                 "workflows": of_kind(EntryKind::Workflow),
+                "databases": databases.of_group(group),
                 "replicas": replicas,
             })
         })
         .collect();
-    Json(json!({ "host_groups": groups }))
+    let conflicts: Vec<Value> = databases
+        .conflicts()
+        .iter()
+        .map(|c| json!({ "db_id": c.db_id, "host_groups": c.groups }))
+        .collect();
+    Json(json!({ "host_groups": groups, "database_conflicts": conflicts }))
 }

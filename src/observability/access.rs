@@ -252,7 +252,7 @@ where
         );
         tracing::debug!(target: ON_REQUEST, parent: &span, "started processing request");
 
-        let metrics = route_metrics(&self.state, request.uri().path());
+        let metrics = route_metrics(&self.state, request.method(), request.uri().path());
         let method = request.method().clone();
         let uri = request.uri().clone();
         let id_header = request_id.clone();
@@ -367,8 +367,8 @@ fn limit_body(
 /// The request metrics of the route `path` matches, labelled with the
 /// configured entry it names, or with "" (unknown ids are not used as
 /// label values, so a scanner cannot blow up the metric cardinality).
-fn route_metrics(state: &SharedState, path: &str) -> Arc<RouteMetrics> {
-    let matched = Matched::of(path);
+fn route_metrics(state: &SharedState, method: &http::Method, path: &str) -> Arc<RouteMetrics> {
+    let matched = Matched::for_request(method, path);
     let route = matched.as_ref().map(|m| m.route);
     // The id as the router decodes it, so a request is labelled with the
     // entry it was routed to.

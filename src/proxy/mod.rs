@@ -463,6 +463,20 @@ fn respond(
     out
 }
 
+/// Reads a caller's whole body, up to `limit` bytes; a failure is the
+/// caller's (counted as such), never a host's.
+pub async fn read_caller_body(
+    state: &SharedState,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let error = UpstreamError::from(&body::CallerBodyError::of(&e));
+        note_caller_error(state, &error);
+        GatewayError::from(error)
+    })
+}
+
 /// Sends a call about a run whose owner is unknown to every replica and
 /// answers with the first success. The calls that lose the race still run to
 /// completion in the background, so a cancel reaches the owner wherever it is.
@@ -474,13 +488,7 @@ async fn fan_out_call(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let body = axum::body::to_bytes(body, FAN_OUT_BODY_LIMIT)
-        .await
-        .map_err(|e| {
-            let error = UpstreamError::from(&body::CallerBodyError::of(&e));
-            note_caller_error(state, &error);
-            GatewayError::from(error)
-        })?;
+    let body = read_caller_body(state, body, FAN_OUT_BODY_LIMIT).await?;
     let replicas = upstream.group.replicas.all();
     let (tx, mut rx) = mpsc::channel(replicas.len().max(1));
     for replica in replicas.iter() {

@@ -172,10 +172,11 @@ impl<'a> ErrorEvent<'a> {
     }
 }
 
-/// The name of the error event agno's clients expect from a `kind` stream.
+/// The name of the error event agno's clients expect from a `kind` stream
+/// (an agent's for anything else that streams).
 fn error_event_name(kind: EntryKind) -> &'static str {
     match kind {
-        EntryKind::Agent => "RunError",
+        EntryKind::Agent | EntryKind::Database => "RunError",
         EntryKind::Team => "TeamRunError",
         EntryKind::Workflow => "WorkflowError",
     }

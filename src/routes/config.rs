@@ -37,11 +37,7 @@ pub async fn config(state: &SharedState, headers: &HeaderMap) -> Json<Value> {
     let host_fetches = upstreams.groups().iter().map(|group| {
         // A group with a `forward_caller_token = false` entry sees its own
         // token (the group's `auth_token`), never the caller's.
-        let withheld = upstreams
-            .entries()
-            .iter()
-            .any(|e| !e.config.forward_caller_token && e.group.name() == group.name());
-        let caller = caller.filter(|_| !withheld);
+        let caller = caller.filter(|_| group.forwards_caller_token);
         async move {
             match state.cache.host_config(group, refresh, caller).await {
                 Ok(cached) => HostConfig::Doc(cached.doc),

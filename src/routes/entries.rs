@@ -55,7 +55,7 @@ pub async fn list(state: &SharedState, kind: EntryKind, headers: &HeaderMap) -> 
         .flatten();
     Json(match kind {
         EntryKind::Workflow => docs.map(|doc| summary(&doc)).collect(),
-        EntryKind::Agent | EntryKind::Team => docs.map(|doc| Value::clone(&doc)).collect(),
+        _ => docs.map(|doc| Value::clone(&doc)).collect(),
     })
 }
 

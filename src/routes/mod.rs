@@ -17,6 +17,7 @@
 //! listener ([`crate::admin`]); here they are unknown paths (404).
 
 pub mod config;
+pub mod databases;
 pub mod entries;
 pub mod health;
 
@@ -47,6 +48,9 @@ pub enum Route {
     Config,
     /// A route under `/agents`, `/teams` or `/workflows`.
     Entry(EntryKind, EntryRoute),
+    /// A database route (`/sessions`, ...), by its index in
+    /// [`databases`]' table.
+    Database(u8),
 }
 
 /// The routes of one agent, team or workflow collection, as AgentOS 3.1.10
@@ -138,17 +142,53 @@ impl EntryRoute {
     }
 }
 
-/// Which methods a route answers.
+/// Which methods a route answers: a set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Methods {
-    Get,
-    GetPost,
-    Post,
+pub(crate) struct Methods(u8);
+
+impl Methods {
+    pub const NONE: Methods = Methods(0);
+    pub const GET: Methods = Methods(1);
+    pub const POST: Methods = Methods(2);
+    pub const PATCH: Methods = Methods(4);
+    pub const DELETE: Methods = Methods(8);
+
+    /// Both sets.
+    pub const fn or(self, other: Methods) -> Methods {
+        Methods(self.0 | other.0)
+    }
+
+    /// HEAD is answered wherever GET is, as Starlette (and axum) do.
+    pub fn allow(self, method: &Method) -> bool {
+        let bit = match *method {
+            Method::GET | Method::HEAD => Methods::GET,
+            Method::POST => Methods::POST,
+            Method::PATCH => Methods::PATCH,
+            Method::DELETE => Methods::DELETE,
+            _ => return false,
+        };
+        self.0 & bit.0 != 0
+    }
+
+    fn allow_header(self) -> HeaderValue {
+        let mut names = Vec::with_capacity(5);
+        for (bit, text) in [
+            (Methods::GET, "GET, HEAD"),
+            (Methods::POST, "POST"),
+            (Methods::PATCH, "PATCH"),
+            (Methods::DELETE, "DELETE"),
+        ] {
+            if self.0 & bit.0 != 0 {
+                names.push(text);
+            }
+        }
+        HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
+    }
 }
 
 impl Route {
     /// How many routes there are; [`Route::index`] is below this.
-    pub const COUNT: usize = PLAIN_ROUTES + 3 * ENTRY_ROUTES;
+    pub const COUNT: usize = PLAIN_ROUTES + 3 * ENTRY_ROUTES + databases::COUNT;
 
     /// A dense index, for tables by route.
     pub fn index(self) -> usize {
@@ -161,6 +201,7 @@ impl Route {
             Route::Entry(kind, route) => {
                 PLAIN_ROUTES + kind.index() * ENTRY_ROUTES + route as usize
             }
+            Route::Database(index) => PLAIN_ROUTES + 3 * ENTRY_ROUTES + usize::from(index),
         }
     }
 
@@ -173,6 +214,7 @@ impl Route {
             Route::Info => "/info",
             Route::Config => "/config",
             Route::Entry(kind, route) => TEMPLATES[kind.index()][route as usize],
+            Route::Database(index) => databases::template(usize::from(index)),
         }
     }
 
@@ -187,42 +229,23 @@ impl Route {
     fn methods(self) -> Methods {
         match self {
             Route::Home | Route::Health | Route::Ready | Route::Info | Route::Config => {
-                Methods::Get
+                Methods::GET
             }
             Route::Entry(_, route) => match route {
                 EntryRoute::List
                 | EntryRoute::Detail
                 | EntryRoute::Run
                 | EntryRoute::Checkpoints
-                | EntryRoute::Checkpoint => Methods::Get,
-                EntryRoute::Runs => Methods::GetPost,
+                | EntryRoute::Checkpoint => Methods::GET,
+                EntryRoute::Runs => Methods::GET.or(Methods::POST),
                 EntryRoute::Cancel
                 | EntryRoute::Continue
                 | EntryRoute::Resume
                 | EntryRoute::Fork
-                | EntryRoute::Compact => Methods::Post,
+                | EntryRoute::Compact => Methods::POST,
             },
+            Route::Database(index) => databases::methods(usize::from(index)),
         }
-    }
-}
-
-impl Methods {
-    /// HEAD is answered wherever GET is, as Starlette (and axum) do.
-    fn allow(self, method: &Method) -> bool {
-        let get = matches!(*method, Method::GET | Method::HEAD);
-        match self {
-            Methods::Get => get,
-            Methods::GetPost => get || method == Method::POST,
-            Methods::Post => method == Method::POST,
-        }
-    }
-
-    fn allow_header(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Methods::Get => "GET, HEAD",
-            Methods::GetPost => "GET, HEAD, POST",
-            Methods::Post => "POST",
-        })
     }
 }
 
@@ -259,7 +282,10 @@ impl Matched {
                 "/agents" => Route::Entry(EntryKind::Agent, EntryRoute::List),
                 "/teams" => Route::Entry(EntryKind::Team, EntryRoute::List),
                 "/workflows" => Route::Entry(EntryKind::Workflow, EntryRoute::List),
-                _ => return None,
+                _ => {
+                    let index = databases::matching(path, None)?;
+                    Route::Database(u8::try_from(index).ok()?)
+                }
             }));
         };
         let entry = |route: EntryRoute| Route::Entry(kind, route);
@@ -320,6 +346,24 @@ impl Matched {
             id,
             run_id,
         })
+    }
+
+    /// The route `path` names for `method`: as [`Matched::of`], but where
+    /// two database routes fit the path, the one that answers `method`
+    /// (`POST /traces/search`, not `GET /traces/{trace_id}`).
+    pub fn for_request(method: &Method, path: &str) -> Option<Matched> {
+        let matched = Matched::of(path)?;
+        if let Route::Database(_) = matched.route
+            && !matched.route.methods().allow(method)
+            && let Some(index) = databases::matching(path, Some(method))
+            && let Ok(index) = u8::try_from(index)
+        {
+            return Some(Matched {
+                route: Route::Database(index),
+                ..matched
+            });
+        }
+        Some(matched)
     }
 
     /// The entry id, percent-decoded (invalid UTF-8 replaced, as Starlette
@@ -385,7 +429,7 @@ impl Service<Request> for Routes {
     /// biggest (the `/config` fan-out, ~15 KB), allocated for every run.
     fn call(&mut self, request: Request) -> Self::Future {
         let state = self.state.clone();
-        let Some(matched) = Matched::of(request.uri().path()) else {
+        let Some(matched) = Matched::for_request(request.method(), request.uri().path()) else {
             return answered(GatewayError::RouteNotFound.into_response());
         };
         let methods = matched.route.methods();
@@ -408,6 +452,13 @@ impl Service<Request> for Routes {
                 });
             }
             Route::Entry(kind, route) => (kind, route),
+            Route::Database(index) => {
+                return Box::pin(async move {
+                    Ok(databases::forward(&state, usize::from(index), request)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response))
+                });
+            }
         };
         let call = match route {
             EntryRoute::List => {
@@ -550,6 +601,21 @@ mod tests {
                 assert!(route.template().starts_with(&format!("/{}", kind.plural())));
             }
         }
+        for index in 0..databases::COUNT {
+            let route = Route::Database(u8::try_from(index).unwrap());
+            assert!(!seen[route.index()]);
+            seen[route.index()] = true;
+            let method = [Method::GET, Method::POST, Method::PATCH, Method::DELETE]
+                .into_iter()
+                .find(|m| route.methods().allow(m))
+                .unwrap();
+            assert_eq!(
+                Matched::for_request(&method, route.template()).map(|m| m.route),
+                Some(route),
+                "{}",
+                route.template()
+            );
+        }
         assert_eq!(seen.iter().filter(|s| !**s).count(), PLAIN_ROUTES);
     }
 
@@ -558,8 +624,8 @@ mod tests {
         for path in [
             "",
             "/nope",
-            // Admin-listener routes (crate::admin), unknown here.
-            "/metrics",
+            // Admin-listener routes (crate::admin), unknown here; `/metrics`
+            // is AgentOS's own (a database route).
             "/gateway/upstreams",
             "/gateway/config",
             "/health/x",

@@ -10,6 +10,7 @@
 //! change its old replicas, so their pools and health carry over.
 
 pub mod cache;
+pub mod databases;
 pub mod health;
 pub mod owners;
 pub mod replica;
@@ -59,6 +60,10 @@ pub struct HostGroup {
     pub metadata_token: Option<Secret>,
     /// The shortest `config_ttl` of the group's entries.
     pub config_ttl: Duration,
+    /// Whether callers' tokens reach the group: false when any of its
+    /// entries has `forward_caller_token = false`, so its shared calls
+    /// (`/config`, discovered databases) never carry one.
+    pub forwards_caller_token: bool,
     /// Changes when a reload changes the group's definition; see
     /// [`Upstream::generation`].
     pub generation: u64,
@@ -160,9 +165,11 @@ pub struct Upstreams {
     /// SipHash, and the keys are the config's, so no caller can grow the map.
     /// Ids are unique per kind only: one map per kind, by
     /// [`EntryKind::index`].
-    by_id: [HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>; 3],
+    by_id: [HashMap<String, Arc<Upstream>, foldhash::fast::RandomState>; 4],
     ordered: Vec<Arc<Upstream>>,
     groups: Vec<Arc<HostGroup>>,
+    /// Which group owns which database (learnt from the hosts).
+    pub databases: databases::DatabaseDirectory,
     /// What the host connections were built with; a reload that changes it
     /// builds every replica anew.
     transport_key: TransportKey,
@@ -226,6 +233,7 @@ impl Upstreams {
                 .iter()
                 .filter(|w| w.host_group == group_config.name);
             let metadata_token = members.clone().find_map(|w| w.auth_token.clone());
+            let forwards_caller_token = members.clone().all(|w| w.forward_caller_token);
             let config_ttl = members
                 .map(|w| w.config_ttl)
                 .min()
@@ -234,7 +242,12 @@ impl Upstreams {
                 .and_then(|p| p.groups.iter().find(|g| g.name() == group_config.name))
                 .filter(|old| old.config == *group_config);
             let generation = match same {
-                Some(old) if old.metadata_token == metadata_token => old.generation,
+                Some(old)
+                    if old.metadata_token == metadata_token
+                        && old.forwards_caller_token == forwards_caller_token =>
+                {
+                    old.generation
+                }
                 _ => next_generation(),
             };
             let group = HostGroup {
@@ -242,6 +255,7 @@ impl Upstreams {
                 replicas: ReplicaSet::default(),
                 metadata_token,
                 config_ttl,
+                forwards_caller_token,
                 generation,
                 transport: transport.clone(),
             };
@@ -269,22 +283,33 @@ impl Upstreams {
                 .and_then(|p| p.get(entry.kind, &entry.id))
                 .filter(|old| old.config == *entry && old.group.generation == group.generation)
                 .map_or_else(next_generation, |old| old.generation);
+            // A database's calls keep the caller's path (see `databases`).
+            let upstream_prefix = match entry.kind {
+                EntryKind::Database => String::new(),
+                kind => format!("/{}/{}", kind.plural(), entry.remote_id),
+            };
             ordered.push(Arc::new(Upstream {
-                upstream_prefix: format!("/{}/{}", entry.kind.plural(), entry.remote_id),
+                upstream_prefix,
                 metrics: RouteMetricsCache::new(entry.kind, entry.id.as_str().into()),
                 config: entry.clone(),
                 group: group.clone(),
                 generation,
             }));
         }
-        let mut by_id: [HashMap<_, _, _>; 3] = Default::default();
+        let mut by_id: [HashMap<_, _, _>; 4] = Default::default();
         for upstream in &ordered {
             by_id[upstream.kind().index()].insert(upstream.config.id.clone(), upstream.clone());
         }
+        let ttl = groups.iter().map(|g| g.config_ttl).min();
+        let databases = databases::DatabaseDirectory::new(
+            config.entry_defaults.clone(),
+            ttl.unwrap_or(config.entry_defaults.config_ttl),
+        );
         Ok(Upstreams {
             by_id,
             ordered,
             groups,
+            databases,
             transport_key,
             upkeep: CancellationToken::new(),
         })
@@ -295,7 +320,8 @@ impl Upstreams {
         self.by_id[kind.index()].get(id)
     }
 
-    /// Every entry, agents first, each kind in the order of the config file.
+    /// Every entry: agents, teams, workflows, then pinned databases, each
+    /// kind in the order of the config file.
     pub fn entries(&self) -> &[Arc<Upstream>] {
         &self.ordered
     }

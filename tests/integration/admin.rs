@@ -25,12 +25,20 @@ fn not_found() -> Value {
 async fn the_public_port_does_not_answer_admin_routes() {
     let host = MockHost::start("h").await;
     let gw = Gateway::start(&workflow("w", &host.url, "w")).await;
-    for path in ["/metrics", "/gateway/upstreams"] {
+    for path in ["/gateway/upstreams", "/gateway/config"] {
         let (status, body) = get(&gw.url(path)).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert_eq!(json_of(body.as_bytes()), not_found(), "{path}");
         assert!(!body.contains(&host.url), "{path} names the host");
     }
+    // `/metrics` is AgentOS's own (its database's metrics), from the host.
+    let (status, body) = get(&gw.url("/metrics")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("# HELP"),
+        "Prometheus text on the public port"
+    );
+    assert_eq!(json_of(body.as_bytes())["path"], "/metrics");
 }
 
 #[tokio::test]
@@ -232,7 +240,7 @@ async fn the_binary_serves_admin_routes_on_the_admin_port_only() {
     let admin = gw.admin.clone().expect("no admin listener ready line");
     assert_ne!(admin, gw.url);
 
-    for path in ["/metrics", "/gateway/upstreams"] {
+    for path in ["/gateway/upstreams", "/gateway/config"] {
         let (status, body) = get(&gw.url(path)).await;
         assert_eq!(
             (status, json_of(body.as_bytes())),
@@ -240,6 +248,11 @@ async fn the_binary_serves_admin_routes_on_the_admin_port_only() {
             "{path}"
         );
     }
+    let (_, body) = get(&gw.url("/metrics")).await;
+    assert!(
+        !body.contains("# HELP"),
+        "Prometheus text on the public port"
+    );
     let (status, metrics) = get(&gw.admin_url("/metrics")).await;
     assert_eq!(status, 200);
     assert!(
@@ -279,8 +292,11 @@ async fn an_empty_admin_listen_binds_no_admin_listener() {
         "{messages:?}"
     );
     assert!(!messages.iter().any(|m| m == "admin listener ready"));
-    let (status, _) = get(&gw.url("/metrics")).await;
-    assert_eq!(status, 404);
+    let (_, body) = get(&gw.url("/metrics")).await;
+    assert!(
+        !body.contains("# HELP"),
+        "Prometheus text on the public port"
+    );
 
     #[cfg(target_os = "linux")]
     assert_eq!(

@@ -32,7 +32,7 @@ fn the_example_config_is_valid() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok (1 agents, 1 teams, 3 workflows on 3 host groups"),
+        stdout.contains("ok (1 agents, 1 teams, 3 workflows, 0 pinned databases on 3 host groups"),
         "{stdout}"
     );
     assert!(stdout.contains("admin 0.0.0.0:9901)"), "{stdout}");

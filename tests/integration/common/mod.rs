@@ -95,6 +95,10 @@ struct HostState {
     doc_gate: Mutex<Option<Arc<Semaphore>>>,
     os_id: String,
     db_id: String,
+    /// When set, the databases `/config` reports (else `db_id` alone).
+    databases: Mutex<Option<Vec<String>>>,
+    /// The knowledge instances `/config` reports: (id, db_id).
+    knowledge: Mutex<Vec<(String, String)>>,
     /// `GET /health` answers 503 while false.
     healthy: std::sync::atomic::AtomicBool,
     health_hits: AtomicUsize,
@@ -240,6 +244,19 @@ impl MockHost {
         *self.state.required_token.lock().unwrap() = Some(token.to_owned());
     }
 
+    /// The databases `/config` reports from now on.
+    pub fn set_databases(&self, ids: &[&str]) {
+        *self.state.databases.lock().unwrap() = Some(ids.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// The knowledge instances `/config` reports from now on: (id, db_id).
+    pub fn set_knowledge(&self, instances: &[(&str, &str)]) {
+        *self.state.knowledge.lock().unwrap() = instances
+            .iter()
+            .map(|(id, db)| (id.to_string(), db.to_string()))
+            .collect();
+    }
+
     pub fn gate_workflow_docs(&self) -> Arc<Semaphore> {
         let gate = Arc::new(Semaphore::new(0));
         *self.state.doc_gate.lock().unwrap() = Some(gate.clone());
@@ -352,15 +369,31 @@ async fn host_config(State(state): State<Arc<HostState>>, headers: HeaderMap) ->
     if let Some(refused) = refusal(&state, auth.as_deref()) {
         return refused;
     }
-    let db = json!({"db_id": state.db_id, "domain_config": {"display_name": state.db_id}, "tables": ["agno_sessions"]});
+    let ids = state
+        .databases
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| vec![state.db_id.clone()]);
+    let dbs: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"db_id": id, "domain_config": {"display_name": id}, "tables": ["agno_sessions"]}))
+        .collect();
+    let knowledge: Vec<Value> = state
+        .knowledge
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, db)| json!({"id": id, "name": id, "db_id": db, "table": "agno_knowledge"}))
+        .collect();
     axum::Json(json!({
         "os_id": state.os_id,
         "description": "mock host",
         "available_models": [],
-        "databases": [state.db_id],
-        "session": {"dbs": [db]},
-        "metrics": {"dbs": [db]},
-        "knowledge": {"dbs": [], "knowledge_instances": []},
+        "databases": ids,
+        "session": {"dbs": dbs},
+        "metrics": {"dbs": dbs},
+        "knowledge": {"dbs": [], "knowledge_instances": knowledge},
         "agents": [], "teams": [], "workflows": [], "interfaces": [], "company": null
     }))
     .into_response()
