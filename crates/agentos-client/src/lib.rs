@@ -193,14 +193,65 @@ impl AgentOsClient {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, self.authorization(value)?);
         }
-        let call = async {
+        self.call_json(request, timeout)
+            .await?
+            .ok_or_else(|| self.decode_error("the host answered with an empty body"))
+    }
+
+    /// `method path_and_query` with `body` as JSON (when given), as agno's
+    /// `AgentOSClient` makes its session, memory and other database calls;
+    /// all within `timeout`. Returns the decoded JSON answer, or `None` for
+    /// an empty body (a 204), as agno does. A non-2xx status is a
+    /// [`ClientError::Status`] with the host's `detail`.
+    pub async fn request_json(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        let mut request = self.http.request(method, self.url(path_and_query));
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        self.call_json(request, timeout).await
+    }
+
+    /// Sends `request` and decodes its whole JSON answer (`None` when the
+    /// body is empty), all within `timeout`.
+    async fn call_json(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        self.within(timeout, async {
             let response = self.send(request, timeout).await?;
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| self.classify(&e, timeout))?;
-            serde_json::from_slice(&body).map_err(|e| self.decode_error(e))
-        };
+            if body.is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| self.decode_error(e))
+        })
+        .await
+    }
+
+    /// `call`, or the response timeout error when it takes over `timeout`.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(timeout)),
@@ -307,7 +358,7 @@ impl AgentOsClient {
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
-        let call = async {
+        self.within(timeout, async {
             let response = self.send(request, timeout).await?;
             // Drain the (tiny) body so the connection goes back to the pool.
             response
@@ -315,11 +366,8 @@ impl AgentOsClient {
                 .await
                 .map_err(|e| self.classify(&e, timeout))?;
             Ok(())
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout_error(timeout)),
-        }
+        })
+        .await
     }
 
     /// Sends `request`, waiting at most `timeout` for the response head; a
