@@ -845,6 +845,29 @@ mod tests {
     }
 
     #[test]
+    fn custom_events_belong_to_whoever_sent_them() {
+        let team = RunEvent::from_value(json!({"event": "CustomEvent", "team_id": "t"})).unwrap();
+        assert!(matches!(team, RunEvent::Team(_)));
+        let member =
+            RunEvent::from_value(json!({"event": "CustomEvent", "team_id": "t", "agent_id": "a"}))
+                .unwrap();
+        assert!(matches!(member, RunEvent::Agent(_)));
+        // Every name WorkflowEvent types for nested agents is an agent event.
+        for name in [
+            "RunStarted",
+            "RunCompleted",
+            "ToolCallError",
+            "ReasoningStep",
+        ] {
+            let event = RunEvent::from_value(json!({ "event": name })).unwrap();
+            assert!(matches!(event, RunEvent::Agent(_)), "{name}");
+        }
+        let value = json!({"event": "TeamRunContent", "team_id": "t", "delta": "x"});
+        let event = RunEvent::from_value(value.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&event).unwrap(), value);
+    }
+
+    #[test]
     fn the_json_event_field_wins_over_the_sse_line() {
         let sse = crate::sse::SseEvent {
             event: "Wrong".into(),

@@ -1159,6 +1159,32 @@ mod tests {
     }
 
     #[test]
+    fn stream_events_goes_on_every_agent_run_but_only_streamed_workflow_runs() {
+        let agent = crate::RemoteAgent::new("http://127.0.0.1:9/", "a").unwrap();
+        let form = agent
+            .arun("x")
+            .stream_events(false)
+            .metadata(json!({"m": 1}))
+            .form(false);
+        let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["message", "stream", "stream_events", "metadata"]);
+        let form = workflow().arun("x").stream_events(false).form(false);
+        assert!(form.iter().all(|(k, _)| k != "stream_events"));
+    }
+
+    #[test]
+    fn each_kind_prints_as_agnos_class() {
+        let team = crate::RemoteTeam::builder("http://h/", "t")
+            .auth_token("secret")
+            .build()
+            .unwrap();
+        let debug = format!("{team:?}");
+        assert!(debug.starts_with("RemoteTeam { base_url: \"http://h\", team_id: \"t\""));
+        assert!(!debug.contains("secret"), "{debug}");
+        assert_eq!(team.timeout(), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
     fn bad_base_urls_are_config_errors() {
         for url in ["not a url", "ftp://h/"] {
             let error = RemoteWorkflow::new(url, "w").unwrap_err();
