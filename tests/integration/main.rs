@@ -15,6 +15,7 @@ mod auth;
 mod cache;
 mod cli;
 mod client;
+mod client_remote;
 mod databases;
 mod drain;
 mod observability;

@@ -1,12 +1,17 @@
-//! [`WorkflowEvent`]: the typed events of a streaming workflow run, decoded
-//! from the JSON of each SSE `data:` line.
+//! The typed events of a streaming run, decoded from the JSON of each SSE
+//! `data:` line: [`WorkflowEvent`] for workflows, [`RunEvent`] for agents
+//! and teams (a team's stream carries its members' agent events too), both
+//! decoded through [`StreamEvent`].
 //!
 //! The event name comes from the JSON `"event"` field, as in agno's client
-//! (`run/workflow.py`, `workflow_run_output_event_from_dict`); the SSE
+//! (`run/workflow.py` `workflow_run_output_event_from_dict`, `run/agent.py`
+//! `run_output_event_from_dict`, `run/team.py`
+//! `team_run_output_event_from_dict`); the SSE
 //! `event:` line is used only when the JSON has none. Two differences from
 //! agno, both on purpose:
 //! - nothing is dropped: an event type this crate does not know arrives as
-//!   [`WorkflowEvent::Other`] with its whole JSON, and every struct keeps the
+//!   [`WorkflowEvent::Other`] or [`RunEvent::Other`] with its whole JSON,
+//!   and every struct keeps the
 //!   fields it does not name in `extra`;
 //! - `ConditionPaused`, missing from agno's registry, is typed.
 //!
@@ -203,8 +208,10 @@ pub struct StepEvent {
     pub extra: Map<String, Value>,
 }
 
-/// An event of an agent run nested in a workflow step (`RunContent`,
-/// `ToolCallStarted`, ...; agno's `BaseAgentRunEvent`).
+/// An event of an agent run (`RunStarted`, `RunContent`, `ToolCallStarted`,
+/// ..., `RunCompleted`; agno's `BaseAgentRunEvent`): of a
+/// [`RemoteAgent`](crate::RemoteAgent) run, of a team's member, or nested in
+/// a workflow step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentEvent {
@@ -254,7 +261,9 @@ pub struct AgentEvent {
     pub extra: Map<String, Value>,
 }
 
-/// An event of a team run nested in a workflow step (`TeamRunContent`, ...).
+/// An event of a team run (`TeamRunStarted`, `TeamRunContent`, ...,
+/// `TeamRunCompleted`): of a [`RemoteTeam`](crate::RemoteTeam) run, or
+/// nested in a workflow step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TeamEvent {
@@ -289,9 +298,22 @@ pub struct TeamEvent {
     pub extra: Map<String, Value>,
 }
 
-/// Agent event names (agno's `RunEvent`) without a variant of their own:
-/// they arrive as [`WorkflowEvent::Agent`].
-const OTHER_AGENT_EVENTS: &[&str] = &[
+/// Agent event names (agno's `RunEvent`, but `CustomEvent`, which agents,
+/// teams and workflow steps share). In a workflow's stream those without a
+/// variant of their own arrive as [`WorkflowEvent::Agent`].
+const AGENT_EVENTS: &[&str] = &[
+    "RunStarted",
+    "RunContent",
+    "RunContentCompleted",
+    "RunIntermediateContent",
+    "RunCompleted",
+    "RunError",
+    "RunCancelled",
+    "RunPaused",
+    "RunContinued",
+    "ToolCallStarted",
+    "ToolCallCompleted",
+    "ToolCallError",
     "PreHookStarted",
     "PreHookCompleted",
     "PostHookStarted",
@@ -484,7 +506,7 @@ macro_rules! workflow_events {
             fn typed(name: &str, value: Value) -> Result<Self, serde_json::Error> {
                 Ok(match name {
                     $( $name => WorkflowEvent::$variant(serde_json::from_value(value)?), )*
-                    n if OTHER_AGENT_EVENTS.contains(&n) => WorkflowEvent::Agent(serde_json::from_value(value)?),
+                    n if AGENT_EVENTS.contains(&n) => WorkflowEvent::Agent(serde_json::from_value(value)?),
                     n if TEAM_EVENTS.contains(&n) => WorkflowEvent::Team(serde_json::from_value(value)?),
                     _ => WorkflowEvent::Other { event: name.to_owned(), data: value },
                 })
@@ -611,11 +633,7 @@ impl WorkflowEvent {
     /// Decodes one SSE event: its data must be JSON. The JSON `"event"` field
     /// names the event, as in agno; the SSE `event:` line is the fallback.
     pub fn from_sse(sse: &super::sse::SseEvent) -> Result<Self, serde_json::Error> {
-        let value: Value = serde_json::from_str(&sse.data)?;
-        let name = match value.get("event").and_then(Value::as_str) {
-            Some(name) => name.to_owned(),
-            None => sse.event.clone(),
-        };
+        let (name, value) = named_json(sse)?;
         WorkflowEvent::typed(&name, value)
     }
 
@@ -627,6 +645,158 @@ impl WorkflowEvent {
             self,
             WorkflowEvent::WorkflowCompleted(_) | WorkflowEvent::WorkflowError(_)
         )
+    }
+}
+
+/// An event type a stream decodes into: [`WorkflowEvent`] or [`RunEvent`].
+pub trait StreamEvent: Sized + Send + 'static {
+    /// Decodes one SSE event. Its data must be JSON; the JSON `"event"`
+    /// field names the event, as in agno, and the SSE `event:` line is the
+    /// fallback.
+    fn from_sse(sse: &super::sse::SseEvent) -> Result<Self, serde_json::Error>;
+}
+
+impl StreamEvent for WorkflowEvent {
+    fn from_sse(sse: &super::sse::SseEvent) -> Result<Self, serde_json::Error> {
+        WorkflowEvent::from_sse(sse)
+    }
+}
+
+/// The JSON of an SSE event and its name (the JSON `"event"` field, else the
+/// SSE `event:` line).
+fn named_json(sse: &super::sse::SseEvent) -> Result<(String, Value), serde_json::Error> {
+    let value: Value = serde_json::from_str(&sse.data)?;
+    let name = match value.get("event").and_then(Value::as_str) {
+        Some(name) => name.to_owned(),
+        None => sse.event.clone(),
+    };
+    Ok((name, value))
+}
+
+/// One event of a streaming agent or team run.
+///
+/// Agent events (agno's `RunEvent`: `RunStarted`, `RunContent`, ...,
+/// `RunCompleted`) are [`RunEvent::Agent`], team events (agno's
+/// `TeamRunEvent`: `TeamRunStarted`, ...) [`RunEvent::Team`]; a team's
+/// stream carries both. The name is in the struct's `event`. An event type
+/// agno does not know is kept whole in [`RunEvent::Other`] (agno's client
+/// drops it).
+///
+/// ```
+/// use agentos_client::RunEvent;
+/// use serde_json::json;
+///
+/// let content = RunEvent::from_value(json!({
+///     "event": "RunContent", "agent_id": "a", "run_id": "r1", "content": "Hel"
+/// })).unwrap();
+/// assert!(matches!(&content, RunEvent::Agent(e) if e.content == Some(json!("Hel"))));
+/// assert_eq!((content.name(), content.run_id()), ("RunContent", Some("r1")));
+///
+/// let team = RunEvent::from_value(json!({"event": "TeamRunCompleted", "team_id": "t"})).unwrap();
+/// assert!(matches!(team, RunEvent::Team(_)));
+///
+/// let new = RunEvent::from_value(json!({"event": "BrandNew", "x": 1})).unwrap();
+/// assert!(matches!(new, RunEvent::Other { ref event, .. } if event == "BrandNew"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// An agent event; the name is in `event`.
+    Agent(AgentEvent),
+    /// A team event; the name is in `event`.
+    Team(TeamEvent),
+    /// An event type this crate does not know, kept whole.
+    Other {
+        /// The event name.
+        event: String,
+        /// The event's JSON, as sent.
+        data: Value,
+    },
+}
+
+impl RunEvent {
+    /// Decodes one event's JSON; the name comes from its `"event"` field.
+    pub fn from_value(value: Value) -> Result<Self, serde_json::Error> {
+        let name = value
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        RunEvent::typed(&name, value)
+    }
+
+    /// Decodes `value` as the event named `name`. `CustomEvent`, which
+    /// agents and teams share, is a team's when it names a team and no
+    /// agent.
+    fn typed(name: &str, value: Value) -> Result<Self, serde_json::Error> {
+        let team_custom = name == "CustomEvent"
+            && value.get("team_id").is_some()
+            && value.get("agent_id").is_none();
+        Ok(if TEAM_EVENTS.contains(&name) || team_custom {
+            RunEvent::Team(serde_json::from_value(value)?)
+        } else if AGENT_EVENTS.contains(&name) || name == "CustomEvent" {
+            RunEvent::Agent(serde_json::from_value(value)?)
+        } else {
+            RunEvent::Other {
+                event: name.to_owned(),
+                data: value,
+            }
+        })
+    }
+
+    /// The event name, e.g. `"RunContent"`.
+    pub fn name(&self) -> &str {
+        match self {
+            RunEvent::Agent(e) => &e.event,
+            RunEvent::Team(e) => &e.event,
+            RunEvent::Other { event, .. } => event,
+        }
+    }
+
+    /// The event's `run_id` (a member's own run, for a member's event).
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            RunEvent::Agent(e) => Ids::run_id(e),
+            RunEvent::Team(e) => Ids::run_id(e),
+            RunEvent::Other { data, .. } => data.get("run_id").and_then(Value::as_str),
+        }
+    }
+
+    /// The event's `session_id`.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            RunEvent::Agent(e) => Ids::session_id(e),
+            RunEvent::Team(e) => Ids::session_id(e),
+            RunEvent::Other { data, .. } => data.get("session_id").and_then(Value::as_str),
+        }
+    }
+
+    /// The event's `content` (a delta for `RunContent`, the whole output
+    /// for `RunCompleted`).
+    pub fn content(&self) -> Option<&Value> {
+        match self {
+            RunEvent::Agent(e) => e.content.as_ref(),
+            RunEvent::Team(e) => e.content.as_ref(),
+            RunEvent::Other { data, .. } => data.get("content"),
+        }
+    }
+}
+
+impl StreamEvent for RunEvent {
+    fn from_sse(sse: &super::sse::SseEvent) -> Result<Self, serde_json::Error> {
+        let (name, value) = named_json(sse)?;
+        RunEvent::typed(&name, value)
+    }
+}
+
+impl Serialize for RunEvent {
+    /// Serialises to the event's JSON, `"event"` field included.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RunEvent::Agent(e) => e.serialize(serializer),
+            RunEvent::Team(e) => e.serialize(serializer),
+            RunEvent::Other { data, .. } => data.serialize(serializer),
+        }
     }
 }
 
@@ -672,6 +842,29 @@ mod tests {
         assert!(matches!(paused, WorkflowEvent::ConditionPaused(_)));
         let other = WorkflowEvent::from_value(json!({"event": "Future", "run_id": "r"})).unwrap();
         assert_eq!((other.name(), other.run_id()), ("Future", Some("r")));
+    }
+
+    #[test]
+    fn custom_events_belong_to_whoever_sent_them() {
+        let team = RunEvent::from_value(json!({"event": "CustomEvent", "team_id": "t"})).unwrap();
+        assert!(matches!(team, RunEvent::Team(_)));
+        let member =
+            RunEvent::from_value(json!({"event": "CustomEvent", "team_id": "t", "agent_id": "a"}))
+                .unwrap();
+        assert!(matches!(member, RunEvent::Agent(_)));
+        // Every name WorkflowEvent types for nested agents is an agent event.
+        for name in [
+            "RunStarted",
+            "RunCompleted",
+            "ToolCallError",
+            "ReasoningStep",
+        ] {
+            let event = RunEvent::from_value(json!({ "event": name })).unwrap();
+            assert!(matches!(event, RunEvent::Agent(_)), "{name}");
+        }
+        let value = json!({"event": "TeamRunContent", "team_id": "t", "delta": "x"});
+        let event = RunEvent::from_value(value.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&event).unwrap(), value);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! agentos-client: a Rust client for [agno](https://pypi.org/project/agno/)
 //! AgentOS hosts, and for agentos-gateway, which speaks the same API.
 //!
-//! [`RemoteWorkflow`] is the Rust counterpart of agno's Python
-//! `RemoteWorkflow`, with the same shape and defaults (`timeout = 300`,
-//! `config_ttl = 300`): runs, typed and raw event streams, cancel, continue
-//! and cached metadata for one workflow. Under it, [`AgentOsClient`] is one
+//! [`RemoteAgent`], [`RemoteTeam`] and [`RemoteWorkflow`] are the Rust
+//! counterparts of agno's Python classes of the same names, with the same
+//! shape and defaults (`timeout` 60 s for agents and 300 s for teams and
+//! workflows, `config_ttl = 300`): runs, typed and raw event streams, cancel,
+//! continue and cached metadata for one entry. They are one implementation,
+//! [`Remote`], for each [`kind`]. [`RemoteDb`] is an entry's database, with
+//! agno's session and memory calls. Under them, [`AgentOsClient`] is one
 //! pooled HTTP client per host, with its timeouts and its error mapping to
 //! [`ClientError`]. The crate is client-side only: it depends on reqwest and
 //! never on a server framework.
@@ -18,19 +21,33 @@
 //! - `error.rs`: [`ClientError`] and [`UnavailablePhase`].
 //! - [`cache`]: the TTL + coalescing cache.
 //! - [`sse`]: the Server-Sent-Events decoder.
-//! - `events.rs`: [`WorkflowEvent`], the typed stream events.
-//! - `types.rs`: [`Input`], [`Media`], [`RunOutput`], [`WorkflowConfig`],
-//!   [`OsConfig`] and [`RemoteDb`].
-//! - `remote_workflow.rs`: [`RemoteWorkflow`]: runs, streams, cancel,
-//!   continue and cached metadata for one workflow.
+//! - `events.rs`: [`WorkflowEvent`] and [`RunEvent`], the typed stream
+//!   events.
+//! - `types.rs`: [`Input`], [`Media`], the run outputs ([`RunOutput`],
+//!   [`AgentRunOutput`], [`TeamRunOutput`]), the entry documents and
+//!   [`OsConfig`].
+//! - `remote.rs`: [`Remote`]: runs, streams, cancel, continue and cached
+//!   metadata for one agent, team or workflow.
+//! - [`kind`]: what differs between agents, teams and workflows.
+//! - `remote_db.rs`: [`RemoteDb`]: sessions and memories, and their types.
 //!
 //! ```no_run
-//! use agentos_client::RemoteWorkflow;
+//! use agentos_client::{MemoriesQuery, RemoteAgent, RemoteWorkflow};
 //!
 //! # async fn demo() -> Result<(), agentos_client::ClientError> {
 //! let workflow = RemoteWorkflow::new("http://127.0.0.1:7777", "echo")?;
 //! let output = workflow.arun("hello").await?;
 //! println!("{:?}", output.content);
+//!
+//! let agent = RemoteAgent::new("http://127.0.0.1:7777", "assistant")?;
+//! let output = agent.arun("hello").user_id("u-1").await?;
+//! println!("{:?}", output.content);
+//! if let Some(db) = agent.db().await? {
+//!     let query = MemoriesQuery { user_id: Some("u-1".into()), ..Default::default() };
+//!     for memory in db.get_memories(&query).await?.data {
+//!         println!("{}", memory.memory);
+//!     }
+//! }
 //! # Ok(())
 //! # }
 //! ```
@@ -38,7 +55,9 @@
 pub mod cache;
 mod error;
 mod events;
-mod remote_workflow;
+pub mod kind;
+mod remote;
+mod remote_db;
 pub mod sse;
 mod types;
 
@@ -54,15 +73,24 @@ use url::Url;
 
 pub use error::{ClientError, UnavailablePhase, detail_of};
 pub use events::{
-    AgentEvent, EventBase, StepEvent, StepIndex, TeamEvent, WorkflowCancelled, WorkflowCompleted,
-    WorkflowError, WorkflowEvent, WorkflowPaused, WorkflowStarted,
+    AgentEvent, EventBase, RunEvent, StepEvent, StepIndex, StreamEvent, TeamEvent,
+    WorkflowCancelled, WorkflowCompleted, WorkflowError, WorkflowEvent, WorkflowPaused,
+    WorkflowStarted,
 };
-pub use remote_workflow::{
+pub use remote::{
     CancelRequest, ContinueRequest, DEFAULT_CONFIG_TTL, DEFAULT_TIMEOUT, EventStream, RawStream,
-    RemoteWorkflow, RemoteWorkflowBuilder, RunRequest,
+    Remote, RemoteAgent, RemoteBuilder, RemoteTeam, RemoteWorkflow, RemoteWorkflowBuilder,
+    RunRequest,
+};
+pub use remote_db::{
+    DbFilter, MemoriesQuery, MemoryInput, MemoryStatsQuery, NewSession, OptimizeMemories,
+    OptimizeMemoriesResponse, PaginatedResponse, PaginationInfo, RemoteDb, RunsQuery,
+    SessionDetailSchema, SessionFilter, SessionRunPreviewSchema, SessionRunSchema, SessionSchema,
+    SessionType, SessionUpdate, SessionsQuery, UserMemorySchema, UserStatsSchema,
 };
 pub use types::{
-    DbInfo, DomainDbs, Input, Media, OsConfig, RemoteDb, RunOutput, RunStatus, WorkflowConfig,
+    AgentConfig, AgentRunOutput, DbInfo, DomainDbs, Input, Media, OsConfig, RunOutput, RunStatus,
+    TeamConfig, TeamRunOutput, WorkflowConfig,
 };
 
 /// Everything but RFC 3986 unreserved characters is escaped in an id put in
@@ -193,14 +221,65 @@ impl AgentOsClient {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, self.authorization(value)?);
         }
-        let call = async {
+        self.call_json(request, timeout)
+            .await?
+            .ok_or_else(|| self.decode_error("the host answered with an empty body"))
+    }
+
+    /// `method path_and_query` with `body` as JSON (when given), as agno's
+    /// `AgentOSClient` makes its session, memory and other database calls;
+    /// all within `timeout`. Returns the decoded JSON answer, or `None` for
+    /// an empty body (a 204), as agno does. A non-2xx status is a
+    /// [`ClientError::Status`] with the host's `detail`.
+    pub async fn request_json(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+        bearer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        let mut request = self.http.request(method, self.url(path_and_query));
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        self.call_json(request, timeout).await
+    }
+
+    /// Sends `request` and decodes its whole JSON answer (`None` when the
+    /// body is empty), all within `timeout`.
+    async fn call_json(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        self.within(timeout, async {
             let response = self.send(request, timeout).await?;
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| self.classify(&e, timeout))?;
-            serde_json::from_slice(&body).map_err(|e| self.decode_error(e))
-        };
+            if body.is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| self.decode_error(e))
+        })
+        .await
+    }
+
+    /// `call`, or the response timeout error when it takes over `timeout`.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(timeout)),
@@ -307,7 +386,7 @@ impl AgentOsClient {
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
-        let call = async {
+        self.within(timeout, async {
             let response = self.send(request, timeout).await?;
             // Drain the (tiny) body so the connection goes back to the pool.
             response
@@ -315,11 +394,8 @@ impl AgentOsClient {
                 .await
                 .map_err(|e| self.classify(&e, timeout))?;
             Ok(())
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout_error(timeout)),
-        }
+        })
+        .await
     }
 
     /// Sends `request`, waiting at most `timeout` for the response head; a

@@ -1,8 +1,9 @@
-//! The request and response types of [`RemoteWorkflow`](super::RemoteWorkflow):
-//! the run input and media, the run output, the workflow and OS config
-//! documents and the `RemoteDb` summary built from them.
+//! The request and response types of [`Remote`](super::Remote): the run
+//! input and media, the run outputs of workflows, agents and teams, and the
+//! entry and OS config documents.
 //!
-//! Response types mirror agno's (`WorkflowRunOutput`, `WorkflowResponse`,
+//! Response types mirror agno's (`WorkflowRunOutput`, `RunOutput`,
+//! `TeamRunOutput`, `WorkflowResponse`, `AgentResponse`, `TeamResponse`,
 //! `ConfigResponse`) but keep every field they do not name in `extra`, where
 //! agno's `from_dict` drops it.
 
@@ -222,7 +223,9 @@ impl<'de> Deserialize<'de> for RunStatus {
     }
 }
 
-/// The answer to a non-streaming run (agno's `WorkflowRunOutput.to_dict()`).
+/// The answer to a non-streaming workflow run (agno's
+/// `WorkflowRunOutput.to_dict()`). Agents answer [`AgentRunOutput`], teams
+/// [`TeamRunOutput`].
 ///
 /// ```
 /// use agentos_client::{RunOutput, RunStatus};
@@ -346,7 +349,7 @@ pub struct DomainDbs {
 }
 
 /// An AgentOS's `GET /config` document (agno's `ConfigResponse`), with the
-/// parts `RemoteWorkflow::db` reads typed.
+/// parts [`Remote::db`](super::Remote::db) reads typed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OsConfig {
@@ -384,48 +387,190 @@ pub struct OsConfig {
     pub extra: Map<String, Value>,
 }
 
-/// The remote workflow's database and its table names, as agno's
-/// `RemoteDb.from_config` builds it from the workflow's `db_id` and the
-/// host's `/config`. (agno's `RemoteDb` also proxies session calls; here it
-/// is the description only.)
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoteDb {
-    /// The database id.
-    pub id: String,
-    /// The sessions table.
-    pub session_table_name: Option<String>,
-    /// The knowledge table.
-    pub knowledge_table_name: Option<String>,
-    /// The memories table.
-    pub memory_table_name: Option<String>,
-    /// The learnings table.
-    pub learnings_table_name: Option<String>,
-    /// The metrics table.
-    pub metrics_table_name: Option<String>,
-    /// The evals table.
-    pub eval_table_name: Option<String>,
-    /// The traces table.
-    pub traces_table_name: Option<String>,
+/// The fields agno's agent and team run outputs share, declared once for
+/// [`AgentRunOutput`] and [`TeamRunOutput`].
+macro_rules! run_output {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct $name {
+            /// The run's id.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub run_id: Option<String>,
+            /// The session's id.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub session_id: Option<String>,
+            /// The enclosing run (a team's, for a member's run).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub parent_run_id: Option<String>,
+            /// The user the run was for.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub user_id: Option<String>,
+            /// The input as the host received it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub input: Option<Value>,
+            /// The output.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub content: Option<Value>,
+            /// `"str"`, or the name of the output's type.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub content_type: Option<String>,
+            /// The reasoning, when the model reasoned.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub reasoning_content: Option<String>,
+            /// The model's id.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub model: Option<String>,
+            /// The model's provider.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub model_provider: Option<String>,
+            /// The messages of the run.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub messages: Option<Vec<Value>>,
+            /// The tool calls made.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub tools: Option<Vec<Value>>,
+            /// Durations and token counts.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub metrics: Option<Value>,
+            /// Run metadata.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub metadata: Option<Value>,
+            /// The session state after the run.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub session_state: Option<Value>,
+            /// Epoch seconds.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub created_at: Option<i64>,
+            /// `COMPLETED`, `ERROR`, `PAUSED`, ...
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub status: Option<RunStatus>,
+            /// For a paused run: what to resolve and send to `continue_run`.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub requirements: Option<Vec<Value>>,
+            $($(#[$fdoc])* #[serde(skip_serializing_if = "Option::is_none")] pub $field: $ty,)*
+            /// Every other field, as sent.
+            #[serde(flatten)]
+            pub extra: Map<String, Value>,
+        }
+
+        impl $name {
+            /// The content when it is a string.
+            pub fn content_str(&self) -> Option<&str> {
+                self.content.as_ref().and_then(Value::as_str)
+            }
+        }
+    };
 }
 
-impl RemoteDb {
-    /// The first table of `db_id` in each domain of `config`, as agno picks it.
-    pub fn from_config(db_id: &str, config: &OsConfig) -> RemoteDb {
-        let table = |domain: &Option<DomainDbs>| {
-            domain
-                .as_ref()
-                .and_then(|d| d.dbs.iter().find(|db| db.db_id == db_id))
-                .and_then(|db| db.tables.first().cloned())
-        };
-        RemoteDb {
-            id: db_id.to_owned(),
-            session_table_name: table(&config.session),
-            knowledge_table_name: table(&config.knowledge),
-            memory_table_name: table(&config.memory),
-            learnings_table_name: table(&config.learning),
-            metrics_table_name: table(&config.metrics),
-            eval_table_name: table(&config.evals),
-            traces_table_name: table(&config.traces),
+run_output! {
+    /// The answer to a non-streaming agent run (agno's `RunOutput.to_dict()`).
+    ///
+    /// ```
+    /// use agentos_client::{AgentRunOutput, RunStatus};
+    ///
+    /// let out: AgentRunOutput = serde_json::from_str(
+    ///     r#"{"run_id":"r","agent_id":"a","content":"hi","status":"PAUSED","requirements":[{"id":"q"}],"new":1}"#,
+    /// ).unwrap();
+    /// assert_eq!(out.content_str(), Some("hi"));
+    /// assert_eq!(out.status, Some(RunStatus::Paused));
+    /// assert_eq!(out.extra["new"], 1);
+    /// ```
+    AgentRunOutput {
+        /// The agent's id.
+        agent_id: Option<String>,
+        /// The agent's name.
+        agent_name: Option<String>,
+        /// The workflow whose step ran the agent.
+        workflow_id: Option<String>,
+    }
+}
+
+run_output! {
+    /// The answer to a non-streaming team run (agno's `TeamRunOutput.to_dict()`).
+    TeamRunOutput {
+        /// The team's id.
+        team_id: Option<String>,
+        /// The team's name.
+        team_name: Option<String>,
+        /// The members' runs (agent or team outputs), as sent.
+        member_responses: Option<Vec<Value>>,
+    }
+}
+
+/// An agent's `GET /agents/{id}` document (agno's `AgentResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    /// The agent's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The id of the database its sessions and memories live in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_id: Option<String>,
+    /// Its tools: agno sends `{"tools": "<JSON list>"}`; see
+    /// [`tool_list`](Self::tool_list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    /// Its knowledge (`db_id`, `knowledge_table`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge: Option<Value>,
+    /// JSON schema of its input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// Every other field (`model`, `sessions`, `memory`, ...), as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl AgentConfig {
+    /// The tool list under `tools.tools` (JSON text, as agno sends it, or
+    /// already a list); `None` when absent or not a list.
+    pub fn tool_list(&self) -> Option<Vec<Value>> {
+        match self.tools.as_ref()?.get("tools")? {
+            Value::String(text) => serde_json::from_str(text).ok(),
+            Value::Array(list) => Some(list.clone()),
+            _ => None,
         }
     }
+}
+
+/// A team's `GET /teams/{id}` document (agno's `TeamResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TeamConfig {
+    /// The team's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Its mode (`coordinate`, `route`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The id of the database its sessions and memories live in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_id: Option<String>,
+    /// Its members' documents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Value>>,
+    /// Every other field (`model`, `tools`, `knowledge`, ...), as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

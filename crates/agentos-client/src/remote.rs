@@ -1,15 +1,20 @@
-//! [`RemoteWorkflow`]: one workflow on a remote AgentOS (or on the gateway),
-//! called the way agno's Python `RemoteWorkflow` calls it.
+//! [`Remote`]: one agent, team or workflow on a remote AgentOS (or on the
+//! gateway), called the way agno's Python `RemoteAgent`, `RemoteTeam` and
+//! `RemoteWorkflow` call it. [`RemoteAgent`], [`RemoteTeam`] and
+//! [`RemoteWorkflow`] are this one implementation for each
+//! [`Kind`](crate::kind::Kind); what differs between them (the collection
+//! path, the continue field, the output and event types, the default
+//! timeout) is in [`kind`](crate::kind).
 //!
-//! Same shape as agno's (`workflow/remote.py`): `new(base_url, workflow_id)`
-//! with `timeout` and `config_ttl` (both 300 s by default); `name`,
-//! `description` and `db` from `GET /workflows/{id}` and `GET /config`,
-//! cached for `config_ttl`; `get_workflow_config` (always fresh) and
-//! `refresh_config`; `arun`, `continue_run` and `cancel_run`, whose form
-//! fields are the ones agno's `AgentOSClient` sends (api notes §1.2–1.3).
+//! Same shape as agno's (`agent/remote.py`, `team/remote.py`,
+//! `workflow/remote.py`): `new(base_url, id)` with `timeout` and
+//! `config_ttl`; `name`, `description` and `db` from `GET /{kind}s/{id}`
+//! and `GET /config`, cached for `config_ttl`; `refresh_config`; `arun`,
+//! `continue_run` and `cancel_run`, whose form fields are the ones agno's
+//! `AgentOSClient` sends (api notes §1.2–1.3).
 //!
 //! Where it differs from agno, on purpose:
-//! - calls are builders that are awaited: `workflow.arun("hi").await` is the
+//! - calls are builders that are awaited: `remote.arun("hi").await` is the
 //!   non-streaming run, `.stream()` the typed event stream, `.stream_raw()`
 //!   the SSE bytes unchanged;
 //! - unknown event types and fields are kept, not dropped;
@@ -20,6 +25,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,18 +39,42 @@ use serde_json::Value;
 use url::Url;
 
 use super::cache::TtlCache;
+use super::events::StreamEvent;
+use super::kind::{Agent, Kind, Team, Workflow};
+use super::remote_db::RemoteDb;
 use super::sse::{SseDecoder, SseEvent};
-use super::types::{Input, Media, OsConfig, RemoteDb, RunOutput, WorkflowConfig};
-use super::{AgentOsClient, ClientError, WorkflowEvent, escape, workflow_path};
+use super::types::{Input, Media, OsConfig};
+use super::{AgentOsClient, ClientError, WorkflowEvent, escape};
 
-/// agno's default `timeout`: 300 s.
+/// agno's default `timeout` for teams and workflows: 300 s. (Agents: 60 s,
+/// see [`Kind::DEFAULT_TIMEOUT`].)
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// agno's default `config_ttl`: 300 s.
 pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(300);
 
-/// One workflow on an AgentOS host.
+/// One agent on an AgentOS host: agno's `RemoteAgent`.
 ///
-/// Cloning is cheap: clones share the connection pool and the config cache.
+/// ```no_run
+/// use agentos_client::{RemoteAgent, RunEvent};
+/// use futures::StreamExt;
+///
+/// # async fn demo() -> Result<(), agentos_client::ClientError> {
+/// let agent = RemoteAgent::new("http://127.0.0.1:7777", "assistant")?;
+/// let output = agent.arun("hello").session_id("s-1").await?;
+/// println!("{:?}", output.content);
+/// let mut events = agent.arun("tell me more").stream().await?;
+/// while let Some(event) = events.next().await {
+///     if let RunEvent::Agent(e) = event? {
+///         println!("{}: {:?}", e.event, e.content);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub type RemoteAgent = Remote<Agent>;
+/// One team on an AgentOS host: agno's `RemoteTeam`.
+pub type RemoteTeam = Remote<Team>;
+/// One workflow on an AgentOS host: agno's `RemoteWorkflow`.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -61,28 +91,43 @@ pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(300);
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct RemoteWorkflow {
-    inner: Arc<Inner>,
+pub type RemoteWorkflow = Remote<Workflow>;
+/// Builds a [`RemoteWorkflow`]; see [`Remote::builder`].
+pub type RemoteWorkflowBuilder = RemoteBuilder<Workflow>;
+
+/// One agent, team or workflow on an AgentOS host; use it as
+/// [`RemoteAgent`], [`RemoteTeam`] or [`RemoteWorkflow`].
+///
+/// Cloning is cheap: clones share the connection pool and the config cache.
+pub struct Remote<K: Kind> {
+    inner: Arc<Inner<K>>,
 }
 
-struct Inner {
+impl<K: Kind> Clone for Remote<K> {
+    fn clone(&self) -> Self {
+        Remote {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<K: Kind> {
     client: AgentOsClient,
-    workflow_id: String,
+    id: String,
     timeout: Duration,
     config_ttl: Duration,
     auth_token: Option<String>,
-    /// The workflow document, under the one key `()`.
-    workflow: TtlCache<(), Arc<WorkflowConfig>>,
+    /// The entry's document, under the one key `()`.
+    config: TtlCache<(), Arc<K::Config>>,
     /// The host's `/config`, under the one key `()`.
     os: TtlCache<(), Arc<OsConfig>>,
 }
 
-impl fmt::Debug for RemoteWorkflow {
+impl<K: Kind> fmt::Debug for Remote<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteWorkflow")
+        f.debug_struct(K::TYPE_NAME)
             .field("base_url", &self.inner.client.base_url())
-            .field("workflow_id", &self.inner.workflow_id)
+            .field(K::ID_FIELD, &self.inner.id)
             .field("timeout", &self.inner.timeout)
             .field("config_ttl", &self.inner.config_ttl)
             // Never print the token itself.
@@ -91,34 +136,50 @@ impl fmt::Debug for RemoteWorkflow {
     }
 }
 
-/// Builds a [`RemoteWorkflow`]; see [`RemoteWorkflow::builder`].
-#[derive(Clone)]
+/// Builds a [`Remote`]; see [`Remote::builder`].
 #[must_use]
-pub struct RemoteWorkflowBuilder {
+pub struct RemoteBuilder<K: Kind> {
     base_url: String,
-    workflow_id: String,
+    id: String,
     timeout: Duration,
     config_ttl: Duration,
     connect_timeout: Option<Duration>,
     auth_token: Option<String>,
     http: Option<reqwest::Client>,
+    kind: PhantomData<K>,
 }
 
-impl fmt::Debug for RemoteWorkflowBuilder {
+impl<K: Kind> Clone for RemoteBuilder<K> {
+    fn clone(&self) -> Self {
+        RemoteBuilder {
+            base_url: self.base_url.clone(),
+            id: self.id.clone(),
+            timeout: self.timeout,
+            config_ttl: self.config_ttl,
+            connect_timeout: self.connect_timeout,
+            auth_token: self.auth_token.clone(),
+            http: self.http.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Kind> fmt::Debug for RemoteBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteWorkflowBuilder")
+        f.debug_struct(&format!("{}Builder", K::TYPE_NAME))
             .field("base_url", &self.base_url)
-            .field("workflow_id", &self.workflow_id)
+            .field(K::ID_FIELD, &self.id)
             .field("timeout", &self.timeout)
             .field("config_ttl", &self.config_ttl)
             .finish_non_exhaustive()
     }
 }
 
-impl RemoteWorkflowBuilder {
+impl<K: Kind> RemoteBuilder<K> {
     /// The longest wait for a response head, and for each next body chunk
     /// (an idle gap, reset on every chunk, never a total deadline): agno's
-    /// `timeout`. Default 300 s.
+    /// `timeout`. Default [`Kind::DEFAULT_TIMEOUT`] (agno's: 60 s for
+    /// agents, 300 s for teams and workflows).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -153,9 +214,9 @@ impl RemoteWorkflowBuilder {
         self
     }
 
-    /// Builds the workflow handle. Fails only for a base URL that is not an
-    /// absolute `http(s)` URL, or when the HTTP client cannot be built.
-    pub fn build(self) -> Result<RemoteWorkflow, ClientError> {
+    /// Builds the handle. Fails only for a base URL that is not an absolute
+    /// `http(s)` URL, or when the HTTP client cannot be built.
+    pub fn build(self) -> Result<Remote<K>, ClientError> {
         let config_error = |reason: String| ClientError::Config {
             base_url: self.base_url.clone(),
             reason,
@@ -182,51 +243,47 @@ impl RemoteWorkflowBuilder {
                 .build()
                 .map_err(|e| config_error(e.to_string()))?,
         };
-        Ok(RemoteWorkflow {
+        Ok(Remote {
             inner: Arc::new(Inner {
                 client: AgentOsClient::from_reqwest(&url, http, connect_timeout),
-                workflow_id: self.workflow_id,
+                id: self.id,
                 timeout: self.timeout,
                 config_ttl: self.config_ttl,
                 auth_token: self.auth_token,
-                workflow: TtlCache::new(1),
+                config: TtlCache::new(1),
                 os: TtlCache::new(1),
             }),
         })
     }
 }
 
-impl RemoteWorkflow {
-    /// `RemoteWorkflow(base_url, workflow_id)` with agno's defaults
-    /// (`timeout` and `config_ttl` 300 s). A trailing `/` on `base_url` is
-    /// ignored.
-    pub fn new(
-        base_url: impl Into<String>,
-        workflow_id: impl Into<String>,
-    ) -> Result<RemoteWorkflow, ClientError> {
-        RemoteWorkflow::builder(base_url, workflow_id).build()
+impl<K: Kind> Remote<K> {
+    /// `RemoteAgent(base_url, agent_id)` (or team, or workflow) with agno's
+    /// defaults (`timeout` [`Kind::DEFAULT_TIMEOUT`], `config_ttl` 300 s).
+    /// A trailing `/` on `base_url` is ignored.
+    pub fn new(base_url: impl Into<String>, id: impl Into<String>) -> Result<Self, ClientError> {
+        Self::builder(base_url, id).build()
     }
 
     /// A builder with agno's defaults, for setting `timeout`, `config_ttl`,
     /// a default token or an own HTTP client.
-    pub fn builder(
-        base_url: impl Into<String>,
-        workflow_id: impl Into<String>,
-    ) -> RemoteWorkflowBuilder {
-        RemoteWorkflowBuilder {
+    pub fn builder(base_url: impl Into<String>, id: impl Into<String>) -> RemoteBuilder<K> {
+        RemoteBuilder {
             base_url: base_url.into(),
-            workflow_id: workflow_id.into(),
-            timeout: DEFAULT_TIMEOUT,
+            id: id.into(),
+            timeout: K::DEFAULT_TIMEOUT,
             config_ttl: DEFAULT_CONFIG_TTL,
             connect_timeout: None,
             auth_token: None,
             http: None,
+            kind: PhantomData,
         }
     }
 
-    /// The workflow's id on the host (agno's `id`: always `workflow_id`).
+    /// The entry's id on the host (agno's `id`: always the id it was built
+    /// with).
     pub fn id(&self) -> &str {
-        &self.inner.workflow_id
+        &self.inner.id
     }
 
     /// The host's base URL, without a trailing slash.
@@ -249,34 +306,45 @@ impl RemoteWorkflow {
         &self.inner.client
     }
 
-    /// The workflow's display name, from the cached `GET /workflows/{id}`.
+    /// `/agents/{id}`, `/teams/{id}` or `/workflows/{id}`, the id escaped.
+    fn prefix(&self) -> String {
+        format!("{}/{}", K::COLLECTION, escape(&self.inner.id))
+    }
+
+    /// The display name, from the cached document.
     pub async fn name(&self) -> Result<Option<String>, ClientError> {
-        Ok(self.workflow_config().await?.name.clone())
+        Ok(K::name(&*self.cached_config().await?).map(str::to_owned))
     }
 
-    /// The workflow's description, from the cached `GET /workflows/{id}`.
+    /// The description, from the cached document.
     pub async fn description(&self) -> Result<Option<String>, ClientError> {
-        Ok(self.workflow_config().await?.description.clone())
+        Ok(K::description(&*self.cached_config().await?).map(str::to_owned))
     }
 
-    /// The workflow's database and its tables, from the cached
-    /// `GET /workflows/{id}` (`db_id`) and `GET /config` (table names).
-    /// `None` when the workflow has no database.
+    /// The database and its tables, from the cached document (`db_id`) and
+    /// `GET /config` (table names), ready for its session and memory calls.
+    /// `None` when the entry has no database.
     pub async fn db(&self) -> Result<Option<RemoteDb>, ClientError> {
-        let workflow = self.workflow_config().await?;
-        let Some(db_id) = workflow.db_id.as_deref() else {
+        let config = self.cached_config().await?;
+        let Some(db_id) = K::db_id(&config) else {
             return Ok(None);
         };
         let os = self.os_config().await?;
-        Ok(Some(RemoteDb::from_config(db_id, &os)))
+        let inner = &self.inner;
+        let mut db = RemoteDb::from_config(db_id, inner.client.clone(), &os).timeout(inner.timeout);
+        if let Some(token) = &inner.auth_token {
+            db = db.auth_token(token.clone());
+        }
+        Ok(Some(db))
     }
 
-    /// The workflow document, cached for `config_ttl` (agno's
-    /// `_workflow_config`). Concurrent calls on a cold cache share one fetch.
-    pub async fn workflow_config(&self) -> Result<Arc<WorkflowConfig>, ClientError> {
-        let fetch = async { self.fetch_workflow_config().await.map(Arc::new) };
+    /// The entry's document, cached for `config_ttl` (agno's
+    /// `_agent_config`, `_team_config`, `_workflow_config`). Concurrent calls
+    /// on a cold cache share one fetch.
+    pub(crate) async fn cached_config(&self) -> Result<Arc<K::Config>, ClientError> {
+        let fetch = async { self.fetch_config().await.map(Arc::new) };
         self.inner
-            .workflow
+            .config
             .get_or_fetch((), self.inner.config_ttl, fetch)
             .await
             .map(|fetched| fetched.value)
@@ -295,18 +363,12 @@ impl RemoteWorkflow {
             .map_err(|e| ClientError::clone(&e))
     }
 
-    /// `GET /workflows/{id}`, always fresh, leaving the cache alone (agno's
-    /// `get_workflow_config`).
-    pub async fn get_workflow_config(&self) -> Result<WorkflowConfig, ClientError> {
-        self.fetch_workflow_config().await
-    }
-
-    /// Fetches the workflow document and restarts its TTL (agno's
+    /// Fetches the entry's document and restarts its TTL (agno's
     /// `refresh_config`).
-    pub async fn refresh_config(&self) -> Result<Arc<WorkflowConfig>, ClientError> {
-        let config = Arc::new(self.fetch_workflow_config().await?);
+    pub async fn refresh_config(&self) -> Result<Arc<K::Config>, ClientError> {
+        let config = Arc::new(self.fetch_config().await?);
         self.inner
-            .workflow
+            .config
             .insert((), config.clone(), self.inner.config_ttl)
             .await;
         Ok(config)
@@ -323,12 +385,13 @@ impl RemoteWorkflow {
         Ok(config)
     }
 
-    async fn fetch_workflow_config(&self) -> Result<WorkflowConfig, ClientError> {
+    /// `GET /{kind}s/{id}`, always fresh, leaving the cache alone.
+    pub(crate) async fn fetch_config(&self) -> Result<K::Config, ClientError> {
         let inner = &self.inner;
         let authorization = inner.auth_token.as_ref().map(|t| format!("Bearer {t}"));
         let doc = inner
             .client
-            .get_workflow(&inner.workflow_id, authorization.as_deref(), inner.timeout)
+            .get_json(&self.prefix(), inner.timeout, authorization.as_deref())
             .await?;
         serde_json::from_value(doc).map_err(|e| inner.client.decode_error(e))
     }
@@ -344,9 +407,9 @@ impl RemoteWorkflow {
     }
 
     /// Starts a run with `input` (agno's `arun`). Set options on the
-    /// returned [`RunRequest`], then `.await` it for the [`RunOutput`], or
-    /// call [`stream`](RunRequest::stream) for typed events or
-    /// [`stream_raw`](RunRequest::stream_raw) for the SSE bytes.
+    /// returned [`RunRequest`], then `.await` it for the run's output
+    /// ([`Kind::Output`]), or call [`stream`](RunRequest::stream) for typed
+    /// events or [`stream_raw`](RunRequest::stream_raw) for the SSE bytes.
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -365,33 +428,32 @@ impl RemoteWorkflow {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn arun(&self, input: impl Into<Input>) -> RunRequest {
+    pub fn arun(&self, input: impl Into<Input>) -> RunRequest<K> {
         RunRequest {
-            workflow: self.clone(),
+            remote: self.clone(),
             input: input.into(),
-            additional_data: None,
             user_id: None,
-            run_id: None,
             session_id: None,
-            session_state: None,
             images: Vec::new(),
             audio: Vec::new(),
             videos: Vec::new(),
             files: Vec::new(),
             stream_events: None,
             auth_token: None,
+            named: Vec::new(),
             fields: Vec::new(),
         }
     }
 
-    /// Continues a paused run (agno's `acontinue_run`). Give the resolved
-    /// [`step_requirements`](ContinueRequest::step_requirements), then
-    /// `.await` it or [`stream`](ContinueRequest::stream) it.
-    pub fn continue_run(&self, run_id: impl Into<String>) -> ContinueRequest {
+    /// Continues a paused run (agno's `acontinue_run`). Give what was
+    /// resolved (a workflow's `step_requirements`, an agent's `tools` or
+    /// `requirements`, a team's `requirements`), then `.await` it or
+    /// [`stream`](ContinueRequest::stream) it.
+    pub fn continue_run(&self, run_id: impl Into<String>) -> ContinueRequest<K> {
         ContinueRequest {
-            workflow: self.clone(),
+            remote: self.clone(),
             run_id: run_id.into(),
-            step_requirements: Vec::new(),
+            resolved: Vec::new(),
             session_id: None,
             user_id: None,
             auth_token: None,
@@ -401,8 +463,8 @@ impl RemoteWorkflow {
 
     /// Cancels a run (agno's `acancel_run`). `.await` it: `Ok(())` means the
     /// host accepted the cancel (AgentOS stores the intent and the run stops
-    /// after its current step); any failure, a refusal included, is the
-    /// error. agno returns `False` for every failure instead.
+    /// at its next check); any failure, a refusal included, is the error.
+    /// agno returns `False` for every failure instead.
     ///
     /// ```no_run
     /// # use agentos_client::RemoteWorkflow;
@@ -413,9 +475,9 @@ impl RemoteWorkflow {
     /// }
     /// # }
     /// ```
-    pub fn cancel_run(&self, run_id: impl Into<String>) -> CancelRequest {
+    pub fn cancel_run(&self, run_id: impl Into<String>) -> CancelRequest<K> {
         CancelRequest {
-            workflow: self.clone(),
+            remote: self.clone(),
             run_id: run_id.into(),
             session_id: None,
             auth_token: None,
@@ -441,13 +503,13 @@ impl RemoteWorkflow {
             .await
     }
 
-    /// A non-streaming call: the whole JSON answer as a [`RunOutput`].
+    /// A non-streaming call: the whole JSON answer as the kind's output.
     async fn post_for_output(
         self,
         path: String,
         form: Vec<(String, String)>,
         auth_token: Option<String>,
-    ) -> Result<RunOutput, ClientError> {
+    ) -> Result<K::Output, ClientError> {
         let response = self.post(&path, &form, auth_token.as_deref()).await?;
         let client = &self.inner.client;
         let body = client.read_body(response, self.inner.timeout).await?;
@@ -506,35 +568,65 @@ fn push_opt(form: &mut Vec<(String, String)>, name: &str, value: &Option<String>
     }
 }
 
-/// One run, being configured; see [`RemoteWorkflow::arun`].
+/// One run, being configured; see [`Remote::arun`].
 ///
-/// `.await` it for the [`RunOutput`] (form field `stream=false`), or call
+/// `.await` it for the output (form field `stream=false`), or call
 /// [`stream`](Self::stream) / [`stream_raw`](Self::stream_raw)
-/// (`stream=true`).
+/// (`stream=true`). Options only one kind has are in
+/// [`kind`](crate::kind) (a workflow's `additional_data`; an agent's or
+/// team's `metadata`, `dependencies`, `knowledge_filters`, ...).
 #[must_use = "a run request does nothing until it is awaited or streamed"]
-#[derive(Debug, Clone)]
-pub struct RunRequest {
-    workflow: RemoteWorkflow,
+pub struct RunRequest<K: Kind = Workflow> {
+    remote: Remote<K>,
     input: Input,
-    additional_data: Option<Value>,
     user_id: Option<String>,
-    run_id: Option<String>,
     session_id: Option<String>,
-    session_state: Option<Value>,
     images: Vec<Media>,
     audio: Vec<Media>,
     videos: Vec<Media>,
     files: Vec<Media>,
     stream_events: Option<bool>,
     auth_token: Option<String>,
+    /// The named arguments of agno's `arun` that go to the form as kwargs,
+    /// sent in [`Kind::NAMED_FIELDS`] order.
+    named: Vec<(&'static str, Value)>,
     fields: Vec<(String, Value)>,
 }
 
-impl RunRequest {
-    /// Extra data for the run: an object is sent as JSON (AgentOS hands it
-    /// to the workflow as that JSON string; see api notes §1.3).
-    pub fn additional_data(mut self, data: impl Into<Value>) -> Self {
-        self.additional_data = Some(data.into());
+impl<K: Kind> Clone for RunRequest<K> {
+    fn clone(&self) -> Self {
+        RunRequest {
+            remote: self.remote.clone(),
+            input: self.input.clone(),
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+            images: self.images.clone(),
+            audio: self.audio.clone(),
+            videos: self.videos.clone(),
+            files: self.files.clone(),
+            stream_events: self.stream_events,
+            auth_token: self.auth_token.clone(),
+            named: self.named.clone(),
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+impl<K: Kind> fmt::Debug for RunRequest<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("remote", &self.remote)
+            .field("input", &self.input)
+            .field("form", &self.form(false))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> RunRequest<K> {
+    /// Sets one of agno's named arguments (replacing an earlier value).
+    pub(crate) fn named(mut self, name: &'static str, value: Value) -> Self {
+        self.named.retain(|(n, _)| *n != name);
+        self.named.push((name, value));
         self
     }
 
@@ -546,9 +638,8 @@ impl RunRequest {
 
     /// The run's id; AgentOS honours it, so the caller knows the id before
     /// the first event (useful to cancel).
-    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
-        self.run_id = Some(run_id.into());
-        self
+    pub fn run_id(self, run_id: impl Into<String>) -> Self {
+        self.named("run_id", Value::String(run_id.into()))
     }
 
     /// The session; AgentOS creates one when none is given.
@@ -558,9 +649,8 @@ impl RunRequest {
     }
 
     /// The session state: an object is sent as JSON, which AgentOS decodes.
-    pub fn session_state(mut self, state: impl Into<Value>) -> Self {
-        self.session_state = Some(state.into());
-        self
+    pub fn session_state(self, state: impl Into<Value>) -> Self {
+        self.named("session_state", state.into())
     }
 
     /// Images, sent as the JSON array `images`.
@@ -588,8 +678,9 @@ impl RunRequest {
         self
     }
 
-    /// Whether the stream carries step events too (AgentOS default: yes).
-    /// Sent on streaming runs only, as agno does.
+    /// Whether the stream carries every event (AgentOS default: yes for
+    /// workflows). agno sends it on a workflow's streaming runs only, and
+    /// on every agent and team run it is given for.
     pub fn stream_events(mut self, stream_events: bool) -> Self {
         self.stream_events = Some(stream_events);
         self
@@ -601,16 +692,17 @@ impl RunRequest {
         self
     }
 
-    /// Any other form field, as agno forwards `**kwargs` (`metadata`,
-    /// `dependencies`, flags, ...): strings as they are, booleans as
-    /// `true`/`false`, objects and arrays as JSON; `null` is not sent.
+    /// Any other form field, as agno forwards `**kwargs`: strings as they
+    /// are, booleans as `true`/`false`, objects and arrays as JSON; `null` is
+    /// not sent.
     pub fn field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.fields.push((name.into(), value.into()));
         self
     }
 
-    /// The form fields, in agno's order.
-    fn form(&self, stream: bool) -> Vec<(String, String)> {
+    /// The form fields, in agno's order: `message`, `stream`, the ids, the
+    /// media, the kind's named arguments, then the other fields.
+    pub(crate) fn form(&self, stream: bool) -> Vec<(String, String)> {
         let mut form = vec![
             ("message".to_owned(), self.input.as_str().to_owned()),
             ("stream".to_owned(), stream.to_string()),
@@ -621,15 +713,16 @@ impl RunRequest {
         push_media(&mut form, "audio", &self.audio);
         push_media(&mut form, "videos", &self.videos);
         push_media(&mut form, "input_files", &self.files);
-        if let Some(data) = &self.additional_data {
-            push_field(&mut form, "additional_data", data);
-        }
-        push_opt(&mut form, "run_id", &self.run_id);
-        if let Some(state) = &self.session_state {
-            push_field(&mut form, "session_state", state);
-        }
-        if stream && let Some(stream_events) = self.stream_events {
-            form.push(("stream_events".to_owned(), stream_events.to_string()));
+        for name in K::NAMED_FIELDS {
+            if *name == "stream_events" {
+                if let Some(stream_events) = self.stream_events
+                    && (stream || K::STREAM_EVENTS_ALWAYS)
+                {
+                    form.push(("stream_events".to_owned(), stream_events.to_string()));
+                }
+            } else if let Some((_, value)) = self.named.iter().find(|(n, _)| n == name) {
+                push_field(&mut form, name, value);
+            }
         }
         for (name, value) in &self.fields {
             push_field(&mut form, name, value);
@@ -638,13 +731,13 @@ impl RunRequest {
     }
 
     fn path(&self) -> String {
-        format!("{}/runs", workflow_path(&self.workflow.inner.workflow_id))
+        format!("{}/runs", self.remote.prefix())
     }
 
     /// Runs without streaming and returns the run's output.
-    pub async fn send(self) -> Result<RunOutput, ClientError> {
+    pub async fn send(self) -> Result<K::Output, ClientError> {
         let (path, form) = (self.path(), self.form(false));
-        self.workflow
+        self.remote
             .post_for_output(path, form, self.auth_token)
             .await
     }
@@ -652,48 +745,71 @@ impl RunRequest {
     /// Runs with streaming and returns the typed events. Fails here when the
     /// host cannot be reached or answers non-2xx; later failures arrive as
     /// the stream's last item.
-    pub async fn stream(self) -> Result<EventStream, ClientError> {
-        Ok(self.stream_raw().await?.into_events())
+    pub async fn stream(self) -> Result<EventStream<K::Event>, ClientError> {
+        Ok(self.stream_raw().await?.into_events_of())
     }
 
     /// Runs with streaming and returns the SSE body as it arrives, byte for
     /// byte.
     pub async fn stream_raw(self) -> Result<RawStream, ClientError> {
         let (path, form) = (self.path(), self.form(true));
-        self.workflow
+        self.remote
             .post_for_stream(path, form, self.auth_token)
             .await
     }
 }
 
-impl IntoFuture for RunRequest {
-    type Output = Result<RunOutput, ClientError>;
+impl<K: Kind> IntoFuture for RunRequest<K> {
+    type Output = Result<K::Output, ClientError>;
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
-    /// `workflow.arun(input).await` is the non-streaming run.
+    /// `remote.arun(input).await` is the non-streaming run.
     fn into_future(self) -> Self::IntoFuture {
         self.send().boxed()
     }
 }
 
-/// Continuing a paused run; see [`RemoteWorkflow::continue_run`].
+/// Continuing a paused run; see [`Remote::continue_run`].
 #[must_use = "a continue request does nothing until it is awaited or streamed"]
-#[derive(Debug, Clone)]
-pub struct ContinueRequest {
-    workflow: RemoteWorkflow,
+pub struct ContinueRequest<K: Kind = Workflow> {
+    remote: Remote<K>,
     run_id: String,
-    step_requirements: Vec<Value>,
+    /// What was resolved, sent as the JSON list [`Kind::CONTINUE_FIELD`].
+    resolved: Vec<Value>,
     session_id: Option<String>,
     user_id: Option<String>,
     auth_token: Option<String>,
     fields: Vec<(String, Value)>,
 }
 
-impl ContinueRequest {
-    /// The resolved requirements (the paused output's `step_requirements`,
-    /// filled in), sent as the JSON string `step_requirements`.
-    pub fn step_requirements(mut self, requirements: impl IntoIterator<Item = Value>) -> Self {
-        self.step_requirements.extend(requirements);
+impl<K: Kind> Clone for ContinueRequest<K> {
+    fn clone(&self) -> Self {
+        ContinueRequest {
+            remote: self.remote.clone(),
+            run_id: self.run_id.clone(),
+            resolved: self.resolved.clone(),
+            session_id: self.session_id.clone(),
+            user_id: self.user_id.clone(),
+            auth_token: self.auth_token.clone(),
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+impl<K: Kind> fmt::Debug for ContinueRequest<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContinueRequest")
+            .field("remote", &self.remote)
+            .field("run_id", &self.run_id)
+            .field("form", &self.form(false))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> ContinueRequest<K> {
+    /// Adds resolved items to the list sent as [`Kind::CONTINUE_FIELD`].
+    pub(crate) fn resolved(mut self, items: impl IntoIterator<Item = Value>) -> Self {
+        self.resolved.extend(items);
         self
     }
 
@@ -721,11 +837,13 @@ impl ContinueRequest {
         self
     }
 
-    fn form(&self, stream: bool) -> Vec<(String, String)> {
+    /// The form fields in agno's order: the resolved list (always sent, `[]`
+    /// when empty), `stream`, the ids, the other fields.
+    pub(crate) fn form(&self, stream: bool) -> Vec<(String, String)> {
         let mut form = vec![
             (
-                "step_requirements".to_owned(),
-                Value::from(self.step_requirements.clone()).to_string(),
+                K::CONTINUE_FIELD.to_owned(),
+                Value::from(self.resolved.clone()).to_string(),
             ),
             ("stream".to_owned(), stream.to_string()),
         ];
@@ -740,54 +858,74 @@ impl ContinueRequest {
     fn path(&self) -> String {
         format!(
             "{}/runs/{}/continue",
-            workflow_path(&self.workflow.inner.workflow_id),
+            self.remote.prefix(),
             escape(&self.run_id)
         )
     }
 
     /// Continues without streaming and returns the run's output.
-    pub async fn send(self) -> Result<RunOutput, ClientError> {
+    pub async fn send(self) -> Result<K::Output, ClientError> {
         let (path, form) = (self.path(), self.form(false));
-        self.workflow
+        self.remote
             .post_for_output(path, form, self.auth_token)
             .await
     }
 
     /// Continues with streaming and returns the typed events.
-    pub async fn stream(self) -> Result<EventStream, ClientError> {
-        Ok(self.stream_raw().await?.into_events())
+    pub async fn stream(self) -> Result<EventStream<K::Event>, ClientError> {
+        Ok(self.stream_raw().await?.into_events_of())
     }
 
     /// Continues with streaming and returns the SSE bytes unchanged.
     pub async fn stream_raw(self) -> Result<RawStream, ClientError> {
         let (path, form) = (self.path(), self.form(true));
-        self.workflow
+        self.remote
             .post_for_stream(path, form, self.auth_token)
             .await
     }
 }
 
-impl IntoFuture for ContinueRequest {
-    type Output = Result<RunOutput, ClientError>;
+impl<K: Kind> IntoFuture for ContinueRequest<K> {
+    type Output = Result<K::Output, ClientError>;
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
-    /// `workflow.continue_run(id).await` continues without streaming.
+    /// `remote.continue_run(id).await` continues without streaming.
     fn into_future(self) -> Self::IntoFuture {
         self.send().boxed()
     }
 }
 
-/// Cancelling a run; see [`RemoteWorkflow::cancel_run`].
+/// Cancelling a run; see [`Remote::cancel_run`].
 #[must_use = "a cancel request does nothing until it is awaited"]
-#[derive(Debug, Clone)]
-pub struct CancelRequest {
-    workflow: RemoteWorkflow,
+pub struct CancelRequest<K: Kind = Workflow> {
+    remote: Remote<K>,
     run_id: String,
     session_id: Option<String>,
     auth_token: Option<String>,
 }
 
-impl CancelRequest {
+impl<K: Kind> Clone for CancelRequest<K> {
+    fn clone(&self) -> Self {
+        CancelRequest {
+            remote: self.remote.clone(),
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}
+
+impl<K: Kind> fmt::Debug for CancelRequest<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelRequest")
+            .field("remote", &self.remote)
+            .field("run_id", &self.run_id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> CancelRequest<K> {
     /// The run's session, sent as `?session_id=` (AgentOS requires it from
     /// non-admin callers when user isolation is on).
     pub fn session_id(mut self, session_id: impl Into<String>) -> Self {
@@ -801,28 +939,29 @@ impl CancelRequest {
         self
     }
 
-    /// Sends the cancel.
+    /// Sends the cancel: `POST /{kind}s/{id}/runs/{run_id}/cancel`.
     pub async fn send(self) -> Result<(), ClientError> {
-        let workflow = &self.workflow;
-        let inner = &workflow.inner;
+        let remote = &self.remote;
+        let inner = &remote.inner;
         inner
             .client
-            .cancel_workflow_run(
-                &inner.workflow_id,
+            .cancel_run_at(
+                &remote.prefix(),
                 &self.run_id,
                 self.session_id.as_deref(),
-                workflow.bearer(self.auth_token.as_deref()),
+                remote.bearer(self.auth_token.as_deref()),
                 inner.timeout,
+                http::HeaderMap::new(),
             )
             .await
     }
 }
 
-impl IntoFuture for CancelRequest {
+impl<K: Kind> IntoFuture for CancelRequest<K> {
     type Output = Result<(), ClientError>;
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
-    /// `workflow.cancel_run(id).await` sends the cancel.
+    /// `remote.cancel_run(id).await` sends the cancel.
     fn into_future(self) -> Self::IntoFuture {
         self.send().boxed()
     }
@@ -830,7 +969,7 @@ impl IntoFuture for CancelRequest {
 
 /// A run's SSE body, byte for byte as the host sent it, chunk by chunk.
 ///
-/// Each gap between chunks is bounded by the workflow's `timeout`; a stall
+/// Each gap between chunks is bounded by the remote's `timeout`; a stall
 /// or a broken connection is the last item
 /// ([`ClientError::RemoteServerUnavailable`] or [`ClientError::Transport`]).
 pub struct RawStream {
@@ -860,8 +999,14 @@ impl RawStream {
         }
     }
 
-    /// Decodes the SSE into typed events.
+    /// Decodes the SSE into typed workflow events.
     pub fn into_events(self) -> EventStream {
+        EventStream::new(self)
+    }
+
+    /// Decodes the SSE into typed events of any kind: [`WorkflowEvent`] or
+    /// [`RunEvent`](crate::RunEvent) (agent and team runs).
+    pub fn into_events_of<E: StreamEvent>(self) -> EventStream<E> {
         EventStream::new(self)
     }
 }
@@ -874,7 +1019,8 @@ impl Stream for RawStream {
     }
 }
 
-/// A run's events, typed.
+/// A run's events, typed: [`WorkflowEvent`]s for a workflow,
+/// [`RunEvent`](crate::RunEvent)s for an agent or a team.
 ///
 /// An event whose data is not JSON (or does not fit its type) is a
 /// [`ClientError::Decode`] item and the stream goes on; a stall or broken
@@ -892,11 +1038,11 @@ impl Stream for RawStream {
 /// assert!(matches!(events[0], Ok(WorkflowEvent::WorkflowStarted(_))));
 /// # });
 /// ```
-pub struct EventStream {
-    inner: BoxStream<'static, Result<WorkflowEvent, ClientError>>,
+pub struct EventStream<E = WorkflowEvent> {
+    inner: BoxStream<'static, Result<E, ClientError>>,
 }
 
-impl fmt::Debug for EventStream {
+impl<E> fmt::Debug for EventStream<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream").finish_non_exhaustive()
     }
@@ -910,8 +1056,8 @@ struct Decoding {
     done: bool,
 }
 
-impl EventStream {
-    fn new(raw: RawStream) -> EventStream {
+impl<E: StreamEvent> EventStream<E> {
+    fn new(raw: RawStream) -> EventStream<E> {
         let state = Decoding {
             raw,
             decoder: SseDecoder::default(),
@@ -921,7 +1067,7 @@ impl EventStream {
         let inner = futures::stream::unfold(state, |mut state| async move {
             loop {
                 if let Some(sse) = state.ready.pop_front() {
-                    let event = WorkflowEvent::from_sse(&sse).map_err(|e| ClientError::Decode {
+                    let event = E::from_sse(&sse).map_err(|e| ClientError::Decode {
                         base_url: state.raw.base_url.clone(),
                         reason: format!("event {:?}: {e}", sse.event),
                     });
@@ -951,8 +1097,8 @@ impl EventStream {
     }
 }
 
-impl Stream for EventStream {
-    type Item = Result<WorkflowEvent, ClientError>;
+impl<E> Stream for EventStream<E> {
+    type Item = Result<E, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
@@ -1010,6 +1156,32 @@ mod tests {
         assert_eq!(name, "input_files");
         let files: Value = serde_json::from_str(value).unwrap();
         assert_eq!(files[0]["url"], "http://f/a.txt");
+    }
+
+    #[test]
+    fn stream_events_goes_on_every_agent_run_but_only_streamed_workflow_runs() {
+        let agent = crate::RemoteAgent::new("http://127.0.0.1:9/", "a").unwrap();
+        let form = agent
+            .arun("x")
+            .stream_events(false)
+            .metadata(json!({"m": 1}))
+            .form(false);
+        let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["message", "stream", "stream_events", "metadata"]);
+        let form = workflow().arun("x").stream_events(false).form(false);
+        assert!(form.iter().all(|(k, _)| k != "stream_events"));
+    }
+
+    #[test]
+    fn each_kind_prints_as_agnos_class() {
+        let team = crate::RemoteTeam::builder("http://h/", "t")
+            .auth_token("secret")
+            .build()
+            .unwrap();
+        let debug = format!("{team:?}");
+        assert!(debug.starts_with("RemoteTeam { base_url: \"http://h\", team_id: \"t\""));
+        assert!(!debug.contains("secret"), "{debug}");
+        assert_eq!(team.timeout(), DEFAULT_TIMEOUT);
     }
 
     #[test]
