@@ -2,7 +2,9 @@
 //! else that needs a real-looking AgentOS without Python: the discovery
 //! routes, agent, team and workflow runs as JSON or as an event stream in
 //! AgentOS's exact framing, background runs, run look-ups, continue,
-//! in-process cancel, and an optional security key.
+//! in-process cancel, the sessions of its runs (`GET /sessions`,
+//! `/sessions/{id}`, `/sessions/{id}/runs`, by `db_id`), and an optional
+//! security key.
 //!
 //! Nothing needs a model: [`FakeBehavior::Echo`] answers with its input;
 //! [`FakeBehavior::SlowStream`] streams `events` progress events (a
@@ -217,6 +219,9 @@ pub fn router(spec: FakeHostSpec) -> Router {
             );
     }
     router
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{session_id}", get(session_detail))
+        .route("/sessions/{session_id}/runs", get(session_runs))
         .layer(middleware::from_fn_with_state(state.clone(), security_key))
         .with_state(state)
 }
@@ -842,6 +847,127 @@ async fn list_runs(
         .cloned()
         .collect();
     axum::Json(list).into_response()
+}
+
+/// AgentOS's answer to a `db_id` that is not this host's database.
+fn unknown_db(state: &HostState, query: &HashMap<String, String>) -> Option<Response> {
+    let asked = query.get("db_id").filter(|id| !id.is_empty())?;
+    (state.spec.db_id.as_ref() != Some(asked)).then(|| {
+        detail(
+            StatusCode::NOT_FOUND,
+            &format!("No database found with id '{asked}'"),
+        )
+    })
+}
+
+/// The stored runs of `session_id`, oldest first.
+fn runs_of(state: &HostState, session_id: &str) -> Vec<Value> {
+    let runs = state.runs.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut list: Vec<Value> = runs
+        .values()
+        .filter(|r| r["session_id"] == session_id)
+        .cloned()
+        .collect();
+    list.sort_by_key(|r| r["created_at"].as_u64());
+    list
+}
+
+/// A session as AgentOS's `SessionSchema` has it, from its runs.
+fn session_of(runs: &[Value]) -> Option<Value> {
+    let (first, last) = (runs.first()?, runs.last()?);
+    let kind = ["agent", "team", "workflow"]
+        .into_iter()
+        .find(|k| first.get(format!("{k}_id")).is_some())?;
+    let component = format!("{kind}_id");
+    let mut out = json!({
+        "session_id": first["session_id"],
+        "session_name": first["input"].get("input_content").unwrap_or(&first["input"]),
+        "session_state": {},
+        "session_type": kind,
+        "user_id": first.get("user_id"),
+        "created_at": first["created_at"],
+        "updated_at": last["created_at"],
+    });
+    out[component.as_str()] = first[component.as_str()].clone();
+    Some(out)
+}
+
+/// `GET /sessions`: the sessions of the stored runs of one type (`agent`
+/// by default, as AgentOS), newest first, in AgentOS's page shape.
+async fn list_sessions(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = unknown_db(&state, &query) {
+        return refused;
+    }
+    let kind = query.get("type").map_or("agent", String::as_str);
+    let ids: HashSet<String> = state
+        .runs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter_map(|r| r["session_id"].as_str().map(str::to_owned))
+        .collect();
+    let mut sessions: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| session_of(&runs_of(&state, id)))
+        .filter(|s| s["session_type"] == kind)
+        .filter(|s| {
+            query
+                .get("component_id")
+                .is_none_or(|c| s[format!("{kind}_id")] == c.as_str())
+        })
+        .filter(|s| {
+            query
+                .get("user_id")
+                .is_none_or(|u| s["user_id"] == u.as_str())
+        })
+        .collect();
+    sessions.sort_by_key(|s| std::cmp::Reverse(s["created_at"].as_u64()));
+    let total = sessions.len();
+    axum::Json(json!({
+        "data": sessions,
+        "meta": {"page": 1, "limit": total.max(20), "total_pages": 1, "total_count": total, "search_time_ms": 0.0},
+    }))
+    .into_response()
+}
+
+/// `GET /sessions/{session_id}`.
+async fn session_detail(
+    State(state): State<Shared>,
+    Path(session_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = unknown_db(&state, &query) {
+        return refused;
+    }
+    match session_of(&runs_of(&state, &session_id)) {
+        Some(session) => axum::Json(session).into_response(),
+        None => detail(
+            StatusCode::NOT_FOUND,
+            &format!("Session with id '{session_id}' not found"),
+        ),
+    }
+}
+
+/// `GET /sessions/{session_id}/runs`: its runs, oldest first.
+async fn session_runs(
+    State(state): State<Shared>,
+    Path(session_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = unknown_db(&state, &query) {
+        return refused;
+    }
+    let runs = runs_of(&state, &session_id);
+    if runs.is_empty() {
+        return detail(
+            StatusCode::NOT_FOUND,
+            &format!("Session with ID {session_id} not found"),
+        );
+    }
+    axum::Json(runs).into_response()
 }
 
 #[cfg(test)]

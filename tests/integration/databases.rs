@@ -489,3 +489,86 @@ async fn the_binary_will_not_start_when_two_hosts_report_one_database() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts a fake AgentOS (`agentos_gateway::fakehost`) with its database.
+async fn fake_host(os_id: &str, db_id: &str, agent: &str) -> String {
+    use agentos_gateway::fakehost::{self, FakeBehavior, FakeEntry, FakeHostSpec};
+    let spec = FakeHostSpec {
+        os_id: os_id.into(),
+        db_id: Some(db_id.into()),
+        agents: vec![FakeEntry {
+            id: agent.into(),
+            name: agent.into(),
+            description: None,
+            behavior: FakeBehavior::Echo,
+        }],
+        ..FakeHostSpec::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(fakehost::serve(listener, spec, std::future::pending()));
+    url
+}
+
+#[tokio::test]
+async fn sessions_of_each_host_are_listed_by_their_database() {
+    let a = fake_host("host-a", "db-a", "helper-a").await;
+    let b = fake_host("host-b", "db-b", "helper-b").await;
+    let toml = format!(
+        "[[agents]]\nid = \"helper-a\"\nbase_url = \"{a}\"\n[[agents]]\nid = \"helper-b\"\nbase_url = \"{b}\"\n"
+    );
+    let gw = Gateway::start(&toml).await;
+    for (agent, session) in [("helper-a", "s-a"), ("helper-b", "s-b")] {
+        let run = client()
+            .post(gw.url(&format!("/agents/{agent}/runs")))
+            .form(&[
+                ("message", "hi"),
+                ("stream", "false"),
+                ("session_id", session),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(run.status(), 200);
+    }
+    let (status, page) = send(&gw, "GET", "/sessions?db_id=db-b&type=agent", None).await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s-b"]);
+    let (status, runs) = send(&gw, "GET", "/sessions/s-a/runs?db_id=db-a", None).await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs[0]["agent_id"], "helper-a");
+    // Host a does not hold host b's session: its own 404 comes back.
+    let (status, _) = send(&gw, "GET", "/sessions/s-b?db_id=db-a", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_web_ui_s_sessions_list_asks_for_the_entry_s_id_on_its_host() {
+    let a = MockHost::start("a").await;
+    let toml = format!(
+        "[[agents]]\nid = \"support\"\nbase_url = \"{}\"\nagent_id = \"support-v2\"\n",
+        a.url
+    );
+    let gw = Gateway::start(&toml).await;
+    // As agno's agent-ui sends it (src/api/os.ts, getAllSessionsAPI).
+    let path = "/sessions?type=agent&component_id=support&db_id=a-db";
+    assert_eq!(send(&gw, "GET", path, None).await.0, 200);
+    assert_eq!(
+        calls(&a)[0].path_and_query,
+        "/sessions?type=agent&component_id=support-v2&db_id=a-db"
+    );
+    // Another kind's id, or an id the gateway does not expose, is left alone.
+    for path in [
+        "/sessions?type=team&component_id=support&db_id=a-db",
+        "/sessions?component_id=other&db_id=a-db",
+    ] {
+        assert_eq!(send(&gw, "GET", path, None).await.0, 200);
+        assert_eq!(calls(&a).last().unwrap().path_and_query, path);
+    }
+}
