@@ -19,6 +19,8 @@ use crate::error::GatewayError;
 use crate::proxy::{self, Call};
 use crate::state::SharedState;
 use crate::upstream::databases::{self, DbTarget};
+use crate::upstream::{Upstream, Upstreams};
+use std::sync::Arc;
 
 /// How a route names its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,13 +233,53 @@ pub async fn forward(
     let upstreams = state.upstreams();
     let caller = request.headers().get(header::AUTHORIZATION);
     let upstream = databases::route(state, &upstreams, target, caller).await?;
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or_else(String::new, |p| p.as_str().to_owned());
+    let path_and_query = match component_on_host(&upstreams, &upstream, index, request.uri()) {
+        Some(rewritten) => rewritten,
+        None => request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, |p| p.as_str().to_owned()),
+    };
     proxy::forward(state, &upstream, Call::Other, &path_and_query, request)
         .await
         .map_err(|error| error.for_entry(EntryKind::Database, &upstream.config.id))
+}
+
+/// `GET /sessions?type=agent&component_id=<gateway id>` (the AgentOS web
+/// UI's sessions list) asks the host for the sessions of the entry's id on
+/// the host, where the gateway exposes it under another: the path and
+/// query with `component_id` rewritten. `None` when nothing is to change.
+fn component_on_host(
+    upstreams: &Upstreams,
+    database: &Upstream,
+    index: usize,
+    uri: &http::Uri,
+) -> Option<String> {
+    if ROUTES.get(index)?.0 != "/sessions" {
+        return None;
+    }
+    let query = uri.query()?;
+    let component = last_value(query, "component_id")?;
+    let kind = match last_value(query, "type").as_deref() {
+        None | Some("agent") => EntryKind::Agent,
+        Some("team") => EntryKind::Team,
+        Some("workflow") => EntryKind::Workflow,
+        Some(_) => return None,
+    };
+    let entry = upstreams.get(kind, &component)?;
+    if entry.config.remote_id == entry.config.id || !Arc::ptr_eq(&entry.group, &database.group) {
+        return None;
+    }
+    let mut rewritten = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = if key == "component_id" {
+            entry.config.remote_id.as_str().into()
+        } else {
+            value
+        };
+        rewritten.append_pair(&key, &value);
+    }
+    Some(format!("{}?{}", uri.path(), rewritten.finish()))
 }
 
 /// Reads `POST /knowledge/search`'s body for the `db_id` and
