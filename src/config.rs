@@ -398,7 +398,7 @@ pub enum ConfigError {
         message: String,
     },
     #[error(
-        "{path}: exposes nothing: add a [[workflows]], [[agents]] or [[teams]] entry (see config/gateway.example.toml)"
+        "{path}: exposes nothing: add a [[workflows]], [[agents]], [[teams]] or [[dbs]] entry (see config/gateway.example.toml)"
     )]
     NothingExposed { path: PathBuf },
 }

@@ -16,10 +16,11 @@
 //! - [`observability`]: Prometheus metrics, the access log layer, the W3C trace context
 //!   layer and the optional OTLP export of the gateway's spans.
 //! - [`routes`]: the router (a `match` on path segments) and the AgentOS surface, one file per
-//!   resource (`health`, `config`, `entries`: agents, teams and workflows alike).
+//!   resource (`health`, `config`, `entries`: agents, teams and workflows alike, `databases`:
+//!   the routes by `db_id`).
 //! - [`proxy`]: the one streaming path every forwarded call takes, with the SSE relay.
-//! - [`upstream`]: which host runs which agent, team or workflow, run owners,
-//!   and the moka metadata cache.
+//! - [`upstream`]: which host runs which agent, team or workflow, which host owns which
+//!   database, run owners, and the moka metadata cache.
 //! - [`client`]: the `agentos-client` crate (`crates/agentos-client`), re-exported: the Rust
 //!   `RemoteWorkflow` library, and the per-host HTTP client and error mapping the gateway's
 //!   metadata calls go through. It has no server-side dependencies of its own.

@@ -164,7 +164,7 @@ fn a_config_that_exposes_nothing_is_refused_naming_the_file() {
         assert_eq!(code, 64, "{stderr}");
         assert!(
             stderr.contains(
-                "FILE: exposes nothing: add a [[workflows]], [[agents]] or [[teams]] entry"
+                "FILE: exposes nothing: add a [[workflows]], [[agents]], [[teams]] or [[dbs]] entry"
             ),
             "{stderr}"
         );
