@@ -13,6 +13,10 @@
 //! time, idle RSS, then the idle-streams workload; (2) non-streaming runs at
 //! two connection counts, then timed SSE streams.
 //!
+//! A third phase, the `auth` workload (issue 15, [`auth`]), runs the same
+//! non-streaming runs through three fresh gateways, `[auth.jwt]` off, HS256
+//! and RS256, interleaved, and times cold token verification in-process.
+//!
 //! `--smoke` runs every workload for a second or two (CI): it checks only that
 //! everything ran without errors, never a timing.
 
@@ -24,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod auth;
 
 use agentos_gateway_bench::{
     IdleResult, Percentiles, RunsResult, SseResult, process_tree, raise_nofile, rss_kib_of,
@@ -75,9 +81,17 @@ struct Opts {
     /// python3; the first that imports agno).
     #[arg(long)]
     python: Option<String>,
-    /// Workloads to run: runs, sse, idle (for quick looks while optimising).
-    #[arg(long, value_delimiter = ',', default_values_t = ["runs".to_owned(), "sse".to_owned(), "idle".to_owned()])]
+    /// Workloads to run: runs, sse, idle, auth (for quick looks while
+    /// optimising; `auth` needs only the gateway).
+    #[arg(long, value_delimiter = ',', default_values_t = ["runs".to_owned(), "sse".to_owned(), "idle".to_owned(), "auth".to_owned()])]
     workloads: Vec<String>,
+    /// Connections of the `auth` workload's runs.
+    #[arg(long, default_value_t = 32)]
+    auth_connections: usize,
+    /// CPU time of each in-process cold-verification timing (per algorithm
+    /// and verifier, every round).
+    #[arg(long, default_value_t = 1000)]
+    verify_ms: u64,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -92,6 +106,7 @@ impl Opts {
         self.sse_events = 20;
         self.idle_streams = 200;
         self.idle_open_timeout_secs = 15;
+        self.verify_ms = 100;
         self
     }
 }
@@ -181,6 +196,8 @@ struct Env {
     nginx: Result<String, String>,
     gateway: Result<PathBuf, String>,
     nofile: (u64, u64),
+    /// Keys and tokens of the `auth` workload, when it runs.
+    auth: Option<Result<auth::Material, String>>,
 }
 
 fn main() {
@@ -238,6 +255,8 @@ fn run(opts: Opts) -> Result<bool, String> {
     let (host, host_addrs) = start_host(&bin_dir, &opts, kinds.len())?;
     let host_pid = host.id();
     let _host = KillOnDrop(host);
+    let auth_wanted = opts.workloads.iter().any(|w| w == "auth");
+    let auth = auth_wanted.then(|| auth::Material::mint(&tmp.join("auth")));
     let env = Env {
         opts: opts.clone(),
         bin_dir,
@@ -248,6 +267,7 @@ fn run(opts: Opts) -> Result<bool, String> {
         nginx,
         gateway,
         nofile,
+        auth,
     };
     eprintln!(
         "bench: {} round(s), contenders: {}",
@@ -260,6 +280,7 @@ fn run(opts: Opts) -> Result<bool, String> {
     );
 
     let mut rounds: Vec<BTreeMap<Kind, Measured>> = Vec::new();
+    let mut auth_rounds: Vec<auth::AuthRound> = Vec::new();
     for round in 0..opts.rounds {
         let mut order = kinds.clone();
         order.rotate_left(round % kinds.len());
@@ -314,7 +335,7 @@ fn run(opts: Opts) -> Result<bool, String> {
                         "bench:   runs × {connections} connections: {}",
                         r.kind.name()
                     );
-                    match runs(&env, r, connections) {
+                    match runs(&env, r, connections, None) {
                         Ok(result) => {
                             measured
                                 .entry(r.kind)
@@ -349,14 +370,21 @@ fn run(opts: Opts) -> Result<bool, String> {
             }
         }
         rounds.push(measured);
+        // Phase 3: edge auth, the gateway alone.
+        if auth_wanted {
+            auth_rounds.push(auth_round(&env, round));
+        }
     }
 
     let machine = machine(&env);
-    let report = report(&env, &kinds, &rounds, &machine);
+    let mut report = report(&env, &kinds, &rounds, &machine);
+    if auth_wanted {
+        report.push_str(&auth::report(&auth_rounds, opts.auth_connections));
+    }
     println!("{report}");
     let _ = std::fs::create_dir_all(&opts.out);
     let _ = std::fs::write(opts.out.join("results.md"), &report);
-    let json = serde_json::json!({"machine": machine, "rounds": rounds.iter().map(|r| r.iter().map(|(k, m)| (k.name(), m.clone())).collect::<BTreeMap<_, _>>()).collect::<Vec<_>>()});
+    let json = serde_json::json!({"machine": machine, "rounds": rounds.iter().map(|r| r.iter().map(|(k, m)| (k.name(), m.clone())).collect::<BTreeMap<_, _>>()).collect::<Vec<_>>(), "auth": auth_rounds});
     let _ = std::fs::write(
         opts.out.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
@@ -391,6 +419,22 @@ fn run(opts: Opts) -> Result<bool, String> {
                     ok = false;
                 }
             }
+        }
+    }
+    for (i, round) in auth_rounds.iter().enumerate() {
+        if round.errors() > 0 || !round.complete() {
+            eprintln!(
+                "bench: error: auth round {}: {} errors{}; notes: {:?}",
+                i + 1,
+                round.errors(),
+                if round.complete() {
+                    ""
+                } else {
+                    ", results missing"
+                },
+                round.notes
+            );
+            ok = false;
         }
     }
     if ok && opts.smoke {
@@ -495,34 +539,12 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
     let addr = free_port()?;
     let dir = env.tmp.join(kind.name().replace(' ', "-"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let log = |name: &str| {
-        std::fs::File::create(dir.join(name))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null())
-    };
-    let (mut command, ready_path, ready_timeout) = match kind {
-        Kind::Gateway => {
-            let binary = env.gateway.clone()?;
-            let config = dir.join("gateway.toml");
-            // No admin listener: the bench scrapes nothing, and two runs
-            // (or a gateway already on the machine) must not meet on 9901.
-            std::fs::write(
-                &config,
-                format!(
-                    "[server]\nlisten = \"{addr}\"\nmax_connections = {nofile}\n\n[admin]\nlisten = \"\"\n\n[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n",
-                    nofile = env.nofile.0,
-                ),
-            )
-            .map_err(|e| e.to_string())?;
-            // The default log level: one access line per request, to
-            // stderr.log, as nginx writes its buffered access log.
-            let mut c = Command::new(binary);
-            c.arg("--config")
-                .arg(&config)
-                .env_remove("RUST_LOG")
-                .env_remove("AGENTOS_GATEWAY_ADMIN_LISTEN");
-            (c, "/ready", Duration::from_secs(10))
-        }
+    let (command, ready_path, ready_timeout) = match kind {
+        Kind::Gateway => (
+            gateway_command(env, &dir, addr, host, "")?,
+            "/ready",
+            Duration::from_secs(10),
+        ),
         Kind::Nginx => {
             let binary = env.nginx.clone()?;
             let conf = dir.join("nginx.conf");
@@ -551,6 +573,56 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
             (c, "/health", Duration::from_secs(60))
         }
         Kind::Direct => unreachable!("handled above"),
+    };
+    launch(kind, addr, &dir, command, ready_path, ready_timeout)
+}
+
+/// The gateway's command line and config file in `dir`, with `auth` (an
+/// `[auth.jwt]` table, or nothing) before the workflows.
+fn gateway_command(
+    env: &Env,
+    dir: &Path,
+    addr: SocketAddr,
+    host: SocketAddr,
+    auth: &str,
+) -> Result<Command, String> {
+    let binary = env.gateway.clone()?;
+    let config = dir.join("gateway.toml");
+    // No admin listener: the bench scrapes nothing, and two runs
+    // (or a gateway already on the machine) must not meet on 9901.
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nmax_connections = {nofile}\nos_id = \"{os_id}\"\n\n[admin]\nlisten = \"\"\n\n{auth}[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n",
+            nofile = env.nofile.0,
+            os_id = auth::OS_ID,
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    // The default log level: one access line per request, to
+    // stderr.log, as nginx writes its buffered access log.
+    let mut c = Command::new(binary);
+    c.arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env_remove("AGENTOS_GATEWAY_ADMIN_LISTEN");
+    Ok(c)
+}
+
+/// Spawns `command` (logs into `dir`) and waits until `ready_path` answers
+/// 200 on `addr`.
+fn launch(
+    kind: Kind,
+    addr: SocketAddr,
+    dir: &Path,
+    mut command: Command,
+    ready_path: &str,
+    ready_timeout: Duration,
+) -> Result<Running, String> {
+    let log = |name: &str| {
+        std::fs::File::create(dir.join(name))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null())
     };
     let started = Instant::now();
     let child = command
@@ -587,6 +659,78 @@ fn start(env: &Env, kind: Kind, order: &[Kind]) -> Result<Running, String> {
     std::thread::sleep(Duration::from_millis(500));
     running.idle_rss_kib = rss_kib_of(&running.pids());
     Ok(running)
+}
+
+/// One round of the `auth` workload: three fresh gateways (`[auth.jwt]`
+/// off, HS256, RS256) started together, the runs workload through each in
+/// an order rotated by `round`, then the in-process verification timings
+/// while they sit idle.
+fn auth_round(env: &Env, round: usize) -> auth::AuthRound {
+    let mut out = auth::AuthRound::default();
+    let material = match &env.auth {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            out.notes.push(format!("keys and tokens: {e}"));
+            return out;
+        }
+        None => return out,
+    };
+    // The gateway's own host listener: nothing else runs in this phase.
+    let Some(&host) = env.host_addrs.last() else {
+        out.notes.push("no host listener".into());
+        return out;
+    };
+    let mut order = auth::Variant::ALL;
+    order.rotate_left(round % auth::Variant::ALL.len());
+    let mut running = Vec::new();
+    for &variant in &order {
+        let started = free_port().and_then(|addr| {
+            let dir = env.tmp.join(variant.slug());
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let command = gateway_command(env, &dir, addr, host, &material.config_table(variant))?;
+            launch(
+                Kind::Gateway,
+                addr,
+                &dir,
+                command,
+                "/ready",
+                Duration::from_secs(10),
+            )
+        });
+        match started {
+            Ok(r) => running.push((variant, r)),
+            Err(e) => out
+                .notes
+                .push(format!("{}: not started: {e}", variant.name())),
+        }
+    }
+    let connections = env.opts.auth_connections;
+    for (variant, r) in &running {
+        eprintln!(
+            "bench:   auth: runs × {connections} connections: agentos-gateway, {}",
+            variant.name()
+        );
+        match runs(env, r, connections, material.bearer_file(*variant)) {
+            Ok(result) => {
+                out.runs.insert(*variant, result);
+            }
+            Err(e) => out
+                .notes
+                .push(format!("{}: runs × {connections}: {e}", variant.name())),
+        }
+    }
+    drop(running);
+    eprintln!(
+        "bench:   auth: cold verification, {} ms of CPU per timing",
+        env.opts.verify_ms
+    );
+    for result in auth::verify_costs(material, Duration::from_millis(env.opts.verify_ms)) {
+        match result {
+            Ok(v) => out.verify.push(v),
+            Err(e) => out.notes.push(format!("verification timing: {e}")),
+        }
+    }
+    out
 }
 
 /// nginx as a plain reverse proxy: keep-alive to the host, no response
@@ -701,7 +845,12 @@ fn wait_for(
     }
 }
 
-fn runs(env: &Env, r: &Running, connections: usize) -> Result<RunsResult, String> {
+fn runs(
+    env: &Env,
+    r: &Running,
+    connections: usize,
+    bearer_file: Option<&Path>,
+) -> Result<RunsResult, String> {
     let pids = r.pids();
     let mut args = vec![
         "runs".to_owned(),
@@ -714,6 +863,10 @@ fn runs(env: &Env, r: &Running, connections: usize) -> Result<RunsResult, String
         "--host-pid".into(),
         env.host_pid.to_string(),
     ];
+    if let Some(path) = bearer_file {
+        args.push("--bearer-file".into());
+        args.push(path.display().to_string());
+    }
     if !pids.is_empty() {
         args.push("--proxy-pids".into());
         args.push(

@@ -1,13 +1,53 @@
 //! JWT verification as agno's `JWTValidator` does it (agno 3.1.10 on PyJWT
-//! 2.x): the same checks in the same order, so a refused token gets the same
+//! 2.15): the same checks in the same order, so a refused token gets the same
 //! 401 detail from the gateway as from an AgentOS.
 //!
-//! `jsonwebtoken` does the cryptography (`crypto::verify`) and key parsing
-//! (PEM, JWK); the token's framing, header and claim rules are PyJWT's,
-//! written out here, because its messages are what AgentOS puts in `detail`.
+//! `jsonwebtoken` does the cryptography (`crypto::verify`: the signature,
+//! and a key of the wrong family refused), key parsing (PEM, JWK) and
+//! algorithm names. What is written out here is PyJWT's framing
+//! (`PyJWS._load`) and claim checks (`PyJWT._validate_claims`), and agno's
+//! audience and issuer checks after them, because what they answer is
+//! what AgentOS puts in `detail`.
+//!
+//! # Why not `jsonwebtoken::decode` with a `Validation`
+//!
+//! Evaluated for issue 15 against `jsonwebtoken` 12.0. Its `decode` is the
+//! only way to apply a `Validation` (the claim checks are crate-private),
+//! and it differs from PyJWT where AgentOS users see it (each pinned by
+//! `tests::why_not_jsonwebtoken_decode`):
+//!
+//! - **Padded segments.** PyJWT accepts base64url segments ending in `=`
+//!   ("used by some issuers (e.g. AWS ALB)", its own comment), and the
+//!   signature covers the padded text; `decode` refuses them outright, so
+//!   tokens an AgentOS accepts could not be verified at all.
+//! - **`iat` in the future.** PyJWT refuses it ("The token is not yet valid
+//!   (iat)"); a `Validation` has no `iat` check, so the gateway would let
+//!   through a token AgentOS refuses.
+//! - **Claim order and types.** PyJWT checks `iat`, `nbf`, then `exp`, takes
+//!   each through Python's `int()` (truncating floats, reading `"123"`,
+//!   allowing negatives) and expires at `exp <= now - leeway`; `decode`
+//!   checks `exp` before `nbf`, rounds floats, refuses strings and negatives
+//!   as a format error, and expires at `exp < now - leeway`.
+//! - **Which segment, which message.** PyJWT decodes all three segments
+//!   before it checks the signature and names the one that fails ("Invalid
+//!   payload padding"); `decode` checks the signature before it decodes the
+//!   payload, and its `Base64` and `Json` errors do not say which segment
+//!   they come from. A header it cannot type (`"alg": "none"`, no `alg`, a
+//!   non-string `kid`) is a JSON error, where PyJWT answers "The specified
+//!   alg value is not allowed", "Algorithm not specified", "Key ID header
+//!   parameter must be a string".
+//! - **Audience and issuer.** agno checks them itself, once, after trying
+//!   every key, with its own messages that quote the claim (and the
+//!   audience claim's name is configurable); in a `Validation` they would
+//!   run per key, so a token with a wrong issuer and two configured keys
+//!   would be reported as the second key's signature failure.
+//!
+//! Cold verification costs about the same either way (BENCHMARKS.md, "Edge
+//! auth (issue 15)"), so the choice is about answers, not speed.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,47 +63,14 @@ pub enum TokenSource {
     Both,
 }
 
-/// The algorithm named `raw`, as the config spells it.
+/// The algorithm named `raw`, as the config (and a token's `alg`) spells
+/// it: `jsonwebtoken`'s names, which are the JOSE names.
 pub fn algorithm(raw: &str) -> Result<Algorithm, String> {
-    use Algorithm::*;
-    Ok(match raw {
-        "HS256" => HS256,
-        "HS384" => HS384,
-        "HS512" => HS512,
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        other => {
-            return Err(format!(
-                "`{other}` is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
-            ));
-        }
+    Algorithm::from_str(raw).map_err(|_| {
+        format!(
+            "`{raw}` is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+        )
     })
-}
-
-fn name(alg: Algorithm) -> &'static str {
-    use Algorithm::*;
-    match alg {
-        HS256 => "HS256",
-        HS384 => "HS384",
-        HS512 => "HS512",
-        RS256 => "RS256",
-        RS384 => "RS384",
-        RS512 => "RS512",
-        PS256 => "PS256",
-        PS384 => "PS384",
-        PS512 => "PS512",
-        ES256 => "ES256",
-        ES384 => "ES384",
-        EdDSA => "EdDSA",
-        _ => "unsupported",
-    }
 }
 
 /// The verification keys: `verification_keys` tried in order, and the
@@ -128,9 +135,9 @@ impl KeySet {
             }
             ES256 | ES384 => DecodingKey::from_ec_pem(key.as_bytes()),
             EdDSA => DecodingKey::from_ed_pem(key.as_bytes()),
-            _ => return Err(format!("{} is not supported", name(alg))),
+            _ => return Err(format!("{alg:?} is not supported")),
         };
-        let parsed = parsed.map_err(|e| format!("not a PEM public key for {}: {e}", name(alg)))?;
+        let parsed = parsed.map_err(|e| format!("not a PEM public key for {alg:?}: {e}"))?;
         self.statics.push(parsed);
         self.sources.push(key.to_owned());
         Ok(())
@@ -441,7 +448,7 @@ fn decode(
         .ok_or_else(|| invalid("Algorithm not specified"))?;
     // Only the configured algorithm: `none`, and an HS256 token against an
     // RSA public key, stop here.
-    if alg.as_str() != Some(name(rules.algorithm)) {
+    if alg.as_str().and_then(|a| Algorithm::from_str(a).ok()) != Some(rules.algorithm) {
         return Err(invalid("The specified alg value is not allowed"));
     }
     let verified = jsonwebtoken::crypto::verify(
@@ -576,6 +583,249 @@ fn py_json_error(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE;
+    use jsonwebtoken::errors::ErrorKind;
+    use jsonwebtoken::{EncodingKey, Validation};
+    use proptest::prelude::*;
+
+    const SECRET: &str = "jwt-rs-unit-test-secret-0123456789";
+
+    fn hs256_keys() -> KeySet {
+        let mut keys = KeySet::default();
+        keys.add_static(Algorithm::HS256, SECRET).unwrap();
+        keys
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            algorithm: Algorithm::HS256,
+            leeway: 10,
+            audience_claim: "aud".into(),
+            issuer: Some("https://idp.example".into()),
+        }
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// An HS256 token over exactly these segments (padded or not).
+    fn signed(header: &str, payload: &str) -> String {
+        let input = format!("{header}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{input}.{signature}")
+    }
+
+    fn segment_of(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    fn claims(extra: Value) -> Value {
+        let now = unix_now();
+        let mut c = serde_json::json!({
+            "sub": "alice", "aud": "os", "iss": "https://idp.example", "exp": now + 600,
+        });
+        if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+            c.extend(extra);
+        }
+        c
+    }
+
+    fn ours(token: &str) -> Result<Map<String, Value>, Rejection> {
+        let audience = vec!["os".to_owned()];
+        validate(
+            &hs256_keys(),
+            &rules(),
+            token,
+            Some(&audience),
+            unix_now() as f64,
+        )
+    }
+
+    fn theirs(token: &str) -> Result<(), ErrorKind> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 10;
+        validation.validate_nbf = true;
+        validation.required_spec_claims.clear();
+        validation.set_audience(&["os"]);
+        validation.set_issuer(&["https://idp.example"]);
+        let key = DecodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map(|_| ())
+            .map_err(|e| e.into_kind())
+    }
+
+    /// The reasons in the module doc, as facts: if `jsonwebtoken` changes
+    /// any of them, this fails and the choice can be made again.
+    #[test]
+    fn why_not_jsonwebtoken_decode() {
+        let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        // A well-formed token: both agree.
+        let good = signed(&segment_of(&header), &segment_of(&claims(Value::Null)));
+        assert!(ours(&good).is_ok());
+        assert!(theirs(&good).is_ok());
+
+        // Padded segments, signed as sent (AWS ALB's tokens): PyJWT and the
+        // gateway verify them; `decode` cannot.
+        let payload = claims(serde_json::json!({"pad": "x"}));
+        let padded = URL_SAFE.encode(serde_json::to_vec(&payload).unwrap());
+        let padded = [1, 2, 3]
+            .iter()
+            .map(|n| {
+                let mut p = payload.clone();
+                p["pad"] = Value::String("x".repeat(*n));
+                URL_SAFE.encode(serde_json::to_vec(&p).unwrap())
+            })
+            .find(|s| s.ends_with('='))
+            .unwrap_or(padded);
+        let token = signed(&segment_of(&header), &padded);
+        assert!(ours(&token).is_ok(), "{:?}", ours(&token));
+        assert!(matches!(theirs(&token), Err(ErrorKind::Base64(_))));
+
+        // `iat` in the future: PyJWT refuses, a `Validation` lets it in.
+        let token = signed(
+            &segment_of(&header),
+            &segment_of(&claims(serde_json::json!({"iat": unix_now() + 3600}))),
+        );
+        assert_eq!(
+            ours(&token).unwrap_err().detail(),
+            "Invalid token: The token is not yet valid (iat)"
+        );
+        assert!(theirs(&token).is_ok());
+
+        // Not yet valid and expired: PyJWT reports `nbf` first.
+        let token = signed(
+            &segment_of(&header),
+            &segment_of(&claims(serde_json::json!({
+                "nbf": unix_now() + 600, "exp": unix_now() - 600,
+            }))),
+        );
+        assert_eq!(
+            ours(&token).unwrap_err().detail(),
+            "Invalid token: The token is not yet valid (nbf)"
+        );
+        assert!(matches!(theirs(&token), Err(ErrorKind::ExpiredSignature)));
+
+        // `exp` as a decimal string: Python's int() reads it.
+        let token = signed(
+            &segment_of(&header),
+            &segment_of(&claims(
+                serde_json::json!({"exp": (unix_now() + 600).to_string()}),
+            )),
+        );
+        assert!(ours(&token).is_ok());
+        assert!(matches!(theirs(&token), Err(ErrorKind::InvalidClaimFormat(c)) if c == "exp"));
+
+        // `alg: none` and a missing `alg` are JSON errors to `decode`,
+        // indistinguishable from any other header it cannot type.
+        for (header, detail) in [
+            (
+                serde_json::json!({"alg": "none"}),
+                "Invalid token: The specified alg value is not allowed",
+            ),
+            (
+                serde_json::json!({"typ": "JWT"}),
+                "Invalid token: Algorithm not specified",
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "kid": 7}),
+                "Invalid token: Key ID header parameter must be a string",
+            ),
+        ] {
+            let token = signed(&segment_of(&header), &segment_of(&claims(Value::Null)));
+            assert_eq!(ours(&token).unwrap_err().detail(), detail);
+            assert!(
+                matches!(theirs(&token), Err(ErrorKind::Json(_))),
+                "{header}"
+            );
+        }
+
+        // A bad payload segment: PyJWT decodes every segment before the
+        // signature and names it; `decode` checks the signature first.
+        let token = format!("{}.a.c2ln", segment_of(&header));
+        assert_eq!(
+            ours(&token).unwrap_err().detail(),
+            "Invalid token: Invalid payload padding"
+        );
+        assert!(matches!(theirs(&token), Err(ErrorKind::InvalidSignature)));
+    }
+
+    /// A valid token, then mangled: any one character replaced, removed or
+    /// inserted, the token cut short, segments repeated or dropped.
+    fn mangled() -> impl Strategy<Value = String> {
+        let good = signed(
+            &segment_of(&serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+            &segment_of(&claims(Value::Null)),
+        );
+        let len = good.len();
+        let alphabet: Vec<char> = "ABCxyz019-_.=+/!\"{}%~ \u{e9}".chars().collect();
+        let pick = proptest::sample::select(alphabet);
+        prop_oneof![
+            (0..len, pick.clone()).prop_map({
+                let good = good.clone();
+                move |(at, c)| {
+                    let mut t: Vec<char> = good.chars().collect();
+                    t[at] = c;
+                    t.into_iter().collect()
+                }
+            }),
+            (0..len).prop_map({
+                let good = good.clone();
+                move |at| {
+                    let mut t: Vec<char> = good.chars().collect();
+                    t.remove(at);
+                    t.into_iter().collect()
+                }
+            }),
+            (0..=len, pick).prop_map({
+                let good = good.clone();
+                move |(at, c)| {
+                    let mut t: Vec<char> = good.chars().collect();
+                    t.insert(at, c);
+                    t.into_iter().collect()
+                }
+            }),
+            (0..len).prop_map({
+                let good = good.clone();
+                move |at| good[..at].to_owned()
+            }),
+            proptest::collection::vec(0usize..3, 0..6).prop_map(move |picks| {
+                let parts: Vec<&str> = good.split('.').collect();
+                picks
+                    .iter()
+                    .map(|&i| parts[i])
+                    .collect::<Vec<_>>()
+                    .join(".")
+            }),
+            "\\PC{0,300}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, the verifier answers (never panics), and a
+        /// refusal is one of AgentOS's 401 details.
+        #[test]
+        fn mangled_tokens_are_refused_with_a_detail(token in mangled()) {
+            if let Err(rejection) = ours(&token) {
+                let detail = rejection.detail();
+                prop_assert!(
+                    detail.starts_with("Invalid token: ")
+                        || detail == "Token has expired"
+                        || detail.starts_with("Invalid token audience"),
+                    "{detail}"
+                );
+            }
+            let _ = unverified_kid(&token);
+        }
+    }
 
     #[test]
     fn python_int_of_claims() {

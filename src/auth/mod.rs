@@ -59,7 +59,7 @@ const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 pub struct Gate {
     jwt: Option<JwtGate>,
     /// Paths no credential is asked for (`excluded_route_paths`).
-    excluded: Vec<String>,
+    excluded: Vec<Excluded>,
     security_key: Option<Secret>,
     limits: Option<Limits>,
 }
@@ -97,7 +97,7 @@ impl Gate {
                 .build(),
             config: c,
         });
-        let excluded = jwt.as_ref().map_or_else(
+        let excluded: Vec<String> = jwt.as_ref().map_or_else(
             || {
                 crate::config::DEFAULT_EXCLUDED_ROUTE_PATHS
                     .iter()
@@ -106,6 +106,7 @@ impl Gate {
             },
             |j| j.config.excluded_route_paths.clone(),
         );
+        let excluded = excluded.into_iter().map(Excluded::new).collect();
         Gate {
             excluded,
             // JWT takes precedence, as in AgentOS.
@@ -124,6 +125,32 @@ impl Gate {
     /// Whether the layer has anything to do.
     pub fn active(&self) -> bool {
         self.jwt.is_some() || self.security_key.is_some() || self.limits.is_some()
+    }
+}
+
+/// One `excluded_route_paths` entry, matched as `fnmatch` matches it.
+enum Excluded {
+    /// No `*`, `?` or `[`: `fnmatch` matches the text itself only, so a
+    /// comparison does (every default path is one; `fnmatch` allocates on
+    /// every call, and this runs on every request).
+    Literal(String),
+    Pattern(String),
+}
+
+impl Excluded {
+    fn new(pattern: String) -> Excluded {
+        if pattern.contains(['*', '?', '[']) {
+            Excluded::Pattern(pattern)
+        } else {
+            Excluded::Literal(pattern)
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Excluded::Literal(p) => p == path,
+            Excluded::Pattern(p) => scopes::fnmatch(p, path),
+        }
     }
 }
 
@@ -287,10 +314,11 @@ impl Gate {
         let path = percent_encoding::percent_decode_str(&raw_path)
             .decode_utf8_lossy()
             .into_owned();
+        let trimmed = path.trim_end_matches('/');
         let excluded = self
             .excluded
             .iter()
-            .any(|p| scopes::fnmatch(p, &path) || scopes::fnmatch(p, path.trim_end_matches('/')));
+            .any(|p| p.matches(&path) || p.matches(trimmed));
         if excluded {
             return Ok(Passed::default());
         }
@@ -617,6 +645,37 @@ mod tests {
             cookie_token(&req(&[("cookie", "a=1; access_token=tok")]), "access_token").as_deref(),
             Some("tok")
         );
+    }
+
+    #[test]
+    fn excluded_paths_match_as_fnmatch_does() {
+        let patterns = [
+            "/",
+            "/health",
+            "/docs*",
+            "/x[ab]",
+            "/a?c",
+            "/docs/oauth2-redirect",
+        ];
+        let paths = [
+            "/",
+            "",
+            "/health",
+            "/health/",
+            "/healthz",
+            "/docs",
+            "/docs/x",
+            "/xa",
+            "/xc",
+            "/abc",
+            "/docs/oauth2-redirect",
+        ];
+        for p in patterns {
+            let excluded = Excluded::new(p.to_owned());
+            for t in paths {
+                assert_eq!(excluded.matches(t), scopes::fnmatch(p, t), "{p} {t}");
+            }
+        }
     }
 
     #[test]

@@ -276,6 +276,111 @@ async fn es256_refusals_match_agentos_and_never_reach_a_host() {
     refusals_for(Algorithm::ES256).await;
 }
 
+/// Random and mangled tokens (a valid RS256 token with a character
+/// replaced, removed or inserted, cut short, its segments shuffled; or any
+/// printable text): the gateway answers every one, with 401 and a
+/// `{"detail": "..."}` body, and none reaches the host.
+#[test]
+fn mangled_tokens_are_refused_with_a_detail_and_never_reach_a_host() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = signer(Algorithm::RS256);
+    let (host, gw) = runtime.block_on(async {
+        let host = RecordingHost::start("mangled").await;
+        let gw = Gateway::start(&format!(
+            "{}{}",
+            jwt_config(&s, ""),
+            workflow("wf", &host.url, "wf")
+        ))
+        .await;
+        (host, gw)
+    });
+    let good = sign(&s, &claims(json!({})), Some("k1"));
+    let (status, body) = runtime.block_on(run_as(&gw, Some(&good)));
+    assert!(status < 300, "the token itself: {status} {body}");
+    let mark = host.mark();
+    let len = good.len();
+    // Neither `=` nor a space is inserted: padding at a segment's end and
+    // spaces around the token are accepted, as PyJWT and agno accept them.
+    let pick = proptest::sample::select("AQgw09-_.+/!\"{}%~".chars().collect::<Vec<_>>());
+    let chars = move |t: &str| t.chars().collect::<Vec<char>>();
+    let mangled = prop_oneof![
+        (0..len, pick.clone()).prop_map({
+            let good = good.clone();
+            move |(at, c)| {
+                let mut t = chars(&good);
+                t[at] = if t[at] == c { '!' } else { c };
+                t.into_iter().collect::<String>()
+            }
+        }),
+        (0..len).prop_map({
+            let good = good.clone();
+            move |at| {
+                let mut t = chars(&good);
+                t.remove(at);
+                t.into_iter().collect()
+            }
+        }),
+        (0..=len, pick).prop_map({
+            let good = good.clone();
+            move |(at, c)| {
+                let mut t = chars(&good);
+                t.insert(at, c);
+                t.into_iter().collect()
+            }
+        }),
+        (0..len).prop_map({
+            let good = good.clone();
+            move |at| good[..at].to_owned()
+        }),
+        proptest::collection::vec(0usize..3, 0..6).prop_filter_map("the token itself", {
+            let good = good.clone();
+            move |picks| {
+                let parts: Vec<&str> = good.split('.').collect();
+                let t = picks
+                    .iter()
+                    .map(|&i| parts[i])
+                    .collect::<Vec<_>>()
+                    .join(".");
+                (t != good).then_some(t)
+            }
+        }),
+        "[!-~][ -~]{0,300}",
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 160,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&mangled, |token| {
+            let (status, body) = runtime.block_on(run_as(&gw, Some(&format!("Bearer {token}"))));
+            if status != 401 {
+                return Err(TestCaseError::fail(format!("{token:?}: {status} {body}")));
+            }
+            let detail = body
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o["detail"].as_str());
+            if detail.is_none_or(str::is_empty) {
+                return Err(TestCaseError::fail(format!("{token:?}: body {body}")));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        host.since(&mark).is_empty(),
+        "a refused request reached the host\n{}",
+        host.describe()
+    );
+}
+
 #[tokio::test]
 async fn jwks_file_keys_are_matched_by_kid() {
     let s = signer(Algorithm::RS256);

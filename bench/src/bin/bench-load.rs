@@ -21,7 +21,7 @@ use agentos_gateway_bench::{
 };
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -57,6 +57,11 @@ enum Workload {
         proxy_pids: Vec<u32>,
         #[arg(long)]
         host_pid: Option<u32>,
+        /// Bearer tokens, one per line: each request carries the next one
+        /// (connection `c`'s `i`-th request takes token `(c + i) % n`), so a
+        /// few distinct callers share the load, as in production.
+        #[arg(long)]
+        bearer_file: Option<std::path::PathBuf>,
     },
     /// Timed streams of `POST /workflows/bench/runs` with `stream=true`.
     Sse {
@@ -116,17 +121,25 @@ fn main() {
                 duration_ms,
                 proxy_pids,
                 host_pid,
-            } => serde_json::to_string(
-                &runs(
-                    addr,
-                    connections,
-                    Duration::from_millis(warmup_ms),
-                    Duration::from_millis(duration_ms),
-                    &proxy_pids,
-                    host_pid,
-                )
-                .await,
-            ),
+                bearer_file,
+            } => match bearers(bearer_file.as_deref()) {
+                Ok(bearers) => serde_json::to_string(
+                    &runs(
+                        addr,
+                        connections,
+                        Duration::from_millis(warmup_ms),
+                        Duration::from_millis(duration_ms),
+                        &proxy_pids,
+                        host_pid,
+                        bearers,
+                    )
+                    .await,
+                ),
+                Err(e) => {
+                    eprintln!("bench-load: {e}");
+                    std::process::exit(2);
+                }
+            },
             Workload::Sse {
                 streams,
                 events,
@@ -197,6 +210,23 @@ fn post(addr: SocketAddr, path: &'static str, body: Bytes) -> Request<Full<Bytes
     request
 }
 
+/// The `Authorization` values of `--bearer-file` (none without one).
+fn bearers(path: Option<&std::path::Path>) -> Result<Arc<[HeaderValue]>, String> {
+    let Some(path) = path else {
+        return Ok(Arc::from(Vec::new()));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|t| {
+            HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::from)
+}
+
 /// Closed loop on `connections` connections: warm up, then count and time
 /// every request that completes inside the window.
 async fn runs(
@@ -206,17 +236,24 @@ async fn runs(
     window: Duration,
     proxy_pids: &[u32],
     host_pid: Option<u32>,
+    bearers: Arc<[HeaderValue]>,
 ) -> RunsResult {
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (phase_tx, phase_rx) = watch::channel(false);
     let body = Bytes::from_static(b"message=hello&stream=false");
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let (errors, stop, mut phase, body) =
-            (errors.clone(), stop.clone(), phase_rx.clone(), body.clone());
+    for connection in 0..connections {
+        let (errors, stop, mut phase, body, bearers) = (
+            errors.clone(),
+            stop.clone(),
+            phase_rx.clone(),
+            body.clone(),
+            bearers.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u64> = Vec::with_capacity(64 * 1024);
+            let mut next_bearer = connection;
             let mut sender = None;
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
@@ -241,7 +278,13 @@ async fn runs(
                 }
                 let measuring = *phase.borrow_and_update();
                 let start = Instant::now();
-                let ok = match s.send_request(post(addr, RUN_PATH, body.clone())).await {
+                let mut request = post(addr, RUN_PATH, body.clone());
+                if !bearers.is_empty() {
+                    let bearer = bearers[next_bearer % bearers.len()].clone();
+                    next_bearer = next_bearer.wrapping_add(1);
+                    request.headers_mut().insert(AUTHORIZATION, bearer);
+                }
+                let ok = match s.send_request(request).await {
                     Ok(response) => {
                         let status = response.status();
                         let body = response.into_body().collect().await;
