@@ -85,10 +85,16 @@ async def test_each_db_id_reaches_its_own_host(env):
         through = await http.get(f"{env.gateway}/sessions", params={"db_id": "db-b"}, headers=key)
         assert through.status_code == direct.status_code == 200
         assert through.json()["data"] == direct.json()["data"]
-        # Host b's own refusal comes back unwrapped.
-        direct = await http.get(f"{env.host_b}/sessions", params={"db_id": "db-b"})
-        through = await http.get(f"{env.gateway}/sessions", params={"db_id": "db-b"})
+        # Host b's own refusal of a wrong key comes back unwrapped.
+        wrong = {"Authorization": "Bearer not-the-key"}
+        direct = await http.get(f"{env.host_b}/sessions", params={"db_id": "db-b"}, headers=wrong)
+        through = await http.get(f"{env.gateway}/sessions", params={"db_id": "db-b"}, headers=wrong)
         assert (through.status_code, through.json()) == (direct.status_code, direct.json())
+        assert through.status_code == 401
+        # A caller without a key gets the group's auth_token, as host b's
+        # workflows do (the operator gave the gateway that key).
+        through = await http.get(f"{env.gateway}/sessions", params={"db_id": "db-b"})
+        assert through.status_code == 200
 
 
 async def test_errors_are_agentos_s(env):
