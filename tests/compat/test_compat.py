@@ -215,7 +215,11 @@ async def test_operator_routes_are_on_the_admin_port_only(env):
         through = await http.get(f"{env.gateway}/gateway/upstreams")
         assert (through.status_code, through.json()) == (direct.status_code, direct.json())
         assert through.status_code == 404
-        assert (await http.get(f"{env.gateway}/metrics")).status_code == 404
+        # Public `/metrics` is AgentOS's own (a database's metrics), as a host answers it.
+        direct = await http.get(f"{env.host_a}/metrics", params={"db_id": "db-a"})
+        through = await http.get(f"{env.gateway}/metrics", params={"db_id": "db-a"})
+        assert through.status_code == direct.status_code == 200
+        assert "# HELP" not in through.text
         # The admin port has both.
         metrics = await http.get(f"{env.admin}/metrics")
         assert metrics.status_code == 200
