@@ -308,7 +308,14 @@ pub async fn route(
         if databases.built == seen {
             // An id the directory does not know is looked for on the hosts
             // themselves, not in their cached documents.
-            let unknown = seen.is_some() && databases.route(target).is_err();
+            let unknown = seen.is_some()
+                && matches!(
+                    databases.route(target),
+                    Err(DbLookupError::UnknownDb(_)
+                        | DbLookupError::UnknownKnowledge(_)
+                        | DbLookupError::UnknownKnowledgeDb(_)
+                        | DbLookupError::Unreachable(_))
+                );
             databases = rebuild(state, upstreams, caller, unknown).await;
         }
     }
