@@ -81,9 +81,10 @@ struct Opts {
     /// python3; the first that imports agno).
     #[arg(long)]
     python: Option<String>,
-    /// Workloads to run: runs, sse, idle, auth (for quick looks while
-    /// optimising; `auth` needs only the gateway).
-    #[arg(long, value_delimiter = ',', default_values_t = ["runs".to_owned(), "sse".to_owned(), "idle".to_owned(), "auth".to_owned()])]
+    /// Workloads to run: runs, sse, idle, auth, surface (for quick looks
+    /// while optimising; `auth` needs only the gateway; `surface` skips
+    /// agno's gateway, which fronts no agent or database here).
+    #[arg(long, value_delimiter = ',', default_values_t = ["runs".to_owned(), "sse".to_owned(), "idle".to_owned(), "auth".to_owned(), "surface".to_owned()])]
     workloads: Vec<String>,
     /// Connections of the `auth` workload's runs.
     #[arg(long, default_value_t = 32)]
@@ -178,6 +179,9 @@ struct Measured {
     startup_ms: Option<f64>,
     idle_rss_kib: Option<u64>,
     runs: BTreeMap<usize, RunsResult>,
+    /// The `surface` workload: each call of [`SURFACE`] at
+    /// `auth_connections`, by its name.
+    surface: BTreeMap<String, RunsResult>,
     sse: Option<SseResult>,
     idle: Option<IdleResult>,
     idle_rss_before_kib: Option<u64>,
@@ -351,6 +355,26 @@ fn run(opts: Opts) -> Result<bool, String> {
                     }
                 }
             }
+            let surface_wanted = env.opts.workloads.iter().any(|w| w == "surface");
+            let connections = env.opts.auth_connections;
+            for r in running
+                .iter()
+                .filter(|r| surface_wanted && r.kind != Kind::Agno)
+            {
+                for &(name, path, get) in SURFACE {
+                    eprintln!(
+                        "bench:   {name} × {connections} connections: {}",
+                        r.kind.name()
+                    );
+                    let m = measured.entry(r.kind).or_default();
+                    match runs_of(&env, r, connections, None, Some((path, get))) {
+                        Ok(result) => {
+                            m.surface.insert(name.to_owned(), result);
+                        }
+                        Err(e) => m.notes.push(format!("{name}: {e}")),
+                    }
+                }
+            }
             let sse_wanted = env.opts.workloads.iter().any(|w| w == "sse");
             for r in running.iter().filter(|_| sse_wanted) {
                 eprintln!(
@@ -378,6 +402,9 @@ fn run(opts: Opts) -> Result<bool, String> {
 
     let machine = machine(&env);
     let mut report = report(&env, &kinds, &rounds, &machine);
+    if opts.workloads.iter().any(|w| w == "surface") {
+        report.push_str(&surface_report(&kinds, &rounds, opts.auth_connections));
+    }
     if auth_wanted {
         report.push_str(&auth::report(&auth_rounds, opts.auth_connections));
     }
@@ -593,7 +620,7 @@ fn gateway_command(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{addr}\"\nmax_connections = {nofile}\nos_id = \"{os_id}\"\n\n[admin]\nlisten = \"\"\n\n{auth}[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n",
+            "[server]\nlisten = \"{addr}\"\nmax_connections = {nofile}\nos_id = \"{os_id}\"\n\n[admin]\nlisten = \"\"\n\n{auth}[[workflows]]\nid = \"bench\"\nbase_url = \"http://{host}\"\n\n[[workflows]]\nid = \"idle\"\nbase_url = \"http://{host}\"\n\n[[agents]]\nid = \"bench-agent\"\nbase_url = \"http://{host}\"\n",
             nofile = env.nofile.0,
             os_id = auth::OS_ID,
         ),
@@ -845,11 +872,34 @@ fn wait_for(
     }
 }
 
+/// The `surface` workload's calls, each closed-loop like the runs: its
+/// name, path, and whether it is a bodiless `GET` (else the run form).
+const SURFACE: &[(&str, &str, bool)] = &[
+    ("workflow run", "/workflows/bench/runs", false),
+    ("agent run", "/agents/bench-agent/runs", false),
+    (
+        "sessions listing",
+        "/sessions?type=agent&db_id=bench-db",
+        true,
+    ),
+];
+
 fn runs(
     env: &Env,
     r: &Running,
     connections: usize,
     bearer_file: Option<&Path>,
+) -> Result<RunsResult, String> {
+    runs_of(env, r, connections, bearer_file, None)
+}
+
+/// Closed-loop calls of `call` (path, `GET`), or of the workflow run.
+fn runs_of(
+    env: &Env,
+    r: &Running,
+    connections: usize,
+    bearer_file: Option<&Path>,
+    call: Option<(&str, bool)>,
 ) -> Result<RunsResult, String> {
     let pids = r.pids();
     let mut args = vec![
@@ -866,6 +916,13 @@ fn runs(
     if let Some(path) = bearer_file {
         args.push("--bearer-file".into());
         args.push(path.display().to_string());
+    }
+    if let Some((path, get)) = call {
+        args.push("--path".into());
+        args.push(path.to_owned());
+        if get {
+            args.push("--get".into());
+        }
     }
     if !pids.is_empty() {
         args.push("--proxy-pids".into());
@@ -1111,6 +1168,76 @@ fn rss_per_stream(m: &Measured) -> Option<f64> {
     }
     let grew = m.idle_rss_held_kib?.saturating_sub(m.idle_rss_before_kib?);
     Some(grew as f64 * 1024.0 / held as f64)
+}
+
+/// The `surface` workload's table: per call and contender, throughput,
+/// latency, the proxy's CPU per call and its latency over direct's; then the
+/// gateway's CPU per call against its own workflow run's, within each round.
+fn surface_report(
+    kinds: &[Kind],
+    rounds: &[BTreeMap<Kind, Measured>],
+    connections: usize,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## The AgentOS surface: an agent run and a sessions listing ({connections} connections)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| call | contender | req/s | p50 µs | p50 over direct µs | proxy CPU µs/call | errors |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let result = |round: &BTreeMap<Kind, Measured>, k: Kind, name: &str| {
+        round.get(&k).and_then(|m| m.surface.get(name)).cloned()
+    };
+    for &(name, _, _) in SURFACE {
+        for &k in kinds.iter().filter(|k| **k != Kind::Agno) {
+            let of = |f: &dyn Fn(&RunsResult) -> Option<f64>| {
+                over_rounds(rounds, |round| result(round, k, name).as_ref().and_then(f))
+            };
+            let over_direct = over_rounds(rounds, |round| {
+                let mine = result(round, k, name)?;
+                let direct = result(round, Kind::Direct, name)?;
+                Some(latency(&mine, |p| p.p50_us)? - latency(&direct, |p| p.p50_us)?)
+            });
+            let errors: u64 = rounds
+                .iter()
+                .filter_map(|round| result(round, k, name))
+                .map(|r| r.errors)
+                .sum();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {errors} |",
+                k.name(),
+                fmt(of(&|r| Some(r.rps)), 0),
+                fmt(of(&|r| latency(r, |p| p.p50_us)), 0),
+                if k == Kind::Direct {
+                    "—".to_owned()
+                } else {
+                    signed(over_direct, 0)
+                },
+                if k == Kind::Direct {
+                    "—".to_owned()
+                } else {
+                    fmt(of(&cpu_per_request), 1)
+                },
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nThe gateway's CPU per call against its workflow run's, within each round (median):"
+    );
+    for &(name, _, _) in &SURFACE[1..] {
+        let versus = over_rounds(rounds, |round| {
+            let call = cpu_per_request(&result(round, Kind::Gateway, name)?)?;
+            let run = cpu_per_request(&result(round, Kind::Gateway, SURFACE[0].0)?)?;
+            Some(call / run)
+        });
+        let _ = writeln!(out, "- {name}: {}", ratio(versus));
+    }
+    out
 }
 
 fn report(

@@ -10,7 +10,11 @@
 //!   its own chunk, each stamped with `"sent_ns"` (wall clock, ns) when it is
 //!   written, so the client can measure per-event forwarding delay;
 //! - workflow `idle`, streamed: one event, then the stream stays open until
-//!   the client leaves (or `--idle-max-secs`).
+//!   the client leaves (or `--idle-max-secs`);
+//! - `POST /agents/bench-agent/runs` with `stream=false`: an agent's
+//!   `RunOutput`-like JSON document;
+//! - `GET /sessions` (database `bench-db`, which `/config` reports): a page
+//!   of ten sessions, as AgentOS lists them.
 //!
 //! Listens on `--listeners` ports (one per contender, so connection churn on
 //! one never exhausts ports for another), each with a backlog of 4096, and
@@ -95,6 +99,7 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, defaults: Defaults) {
+    let sessions = sessions_page();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -105,8 +110,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, defaults: Defaults) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let sessions = sessions.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, defaults));
+            let service =
+                hyper::service::service_fn(move |req| handle(req, defaults, sessions.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -133,7 +140,7 @@ const HEALTH: &[u8] = br#"{"status":"ok","instantiated_at":"2026-01-01T00:00:00.
 const NOT_FOUND: &[u8] = br#"{"detail":"Not Found"}"#;
 const WORKFLOW_NOT_FOUND: &[u8] = br#"{"detail":"Workflow not found"}"#;
 const CANCELLED: &[u8] = b"{}";
-const CONFIG: &[u8] = br#"{"os_id":"bench-host","description":"fake AgentOS host for benchmarks","available_models":[],"databases":[],"session":{"dbs":[]},"metrics":{"dbs":[]},"memory":{"dbs":[]},"knowledge":{"dbs":[],"knowledge_instances":[]},"evals":{"dbs":[]},"traces":{"dbs":[]},"queue":{"durable":false,"queue_per_session":false},"agents":[],"teams":[],"workflows":[{"id":"bench","name":"Bench","description":"answers at once","is_factory":false,"is_component":false,"sandboxed":false},{"id":"idle","name":"Idle","description":"one event, then quiet","is_factory":false,"is_component":false,"sandboxed":false}],"interfaces":[],"company":null}"#;
+const CONFIG: &[u8] = br#"{"os_id":"bench-host","description":"fake AgentOS host for benchmarks","available_models":[],"databases":["bench-db"],"session":{"dbs":[{"db_id":"bench-db","domain_config":{"display_name":"bench-db"},"tables":["agno_sessions"]}]},"metrics":{"dbs":[]},"memory":{"dbs":[]},"knowledge":{"dbs":[],"knowledge_instances":[]},"evals":{"dbs":[]},"traces":{"dbs":[]},"queue":{"durable":false,"queue_per_session":false},"agents":[],"teams":[],"workflows":[{"id":"bench","name":"Bench","description":"answers at once","is_factory":false,"is_component":false,"sandboxed":false},{"id":"idle","name":"Idle","description":"one event, then quiet","is_factory":false,"is_component":false,"sandboxed":false}],"interfaces":[],"company":null}"#;
 const WORKFLOWS: &[u8] = br#"[{"id":"bench","name":"Bench","description":"answers at once","is_factory":false,"is_component":false,"sandboxed":false},{"id":"idle","name":"Idle","description":"one event, then quiet","is_factory":false,"is_component":false,"sandboxed":false}]"#;
 const BENCH_DOC: &[u8] = br#"{"id":"bench","name":"Bench","description":"answers at once","steps":[{"name":"echo","type":"Step"}],"workflow_agent":false,"is_factory":false,"is_component":false,"sandboxed":false}"#;
 const IDLE_DOC: &[u8] = br#"{"id":"idle","name":"Idle","description":"one event, then quiet","steps":[{"name":"wait","type":"Step"}],"workflow_agent":false,"is_factory":false,"is_component":false,"sandboxed":false}"#;
@@ -141,9 +148,24 @@ const IDLE_DOC: &[u8] = br#"{"id":"idle","name":"Idle","description":"one event,
 /// real small answer.
 const RUN_OUTPUT: &[u8] = br#"{"input":"hello","content":"HELLO!","content_type":"str","workflow_id":"bench","workflow_name":"Bench","run_id":"6a1f2c9e-3b7d-4e8a-9c0f-1d2e3f4a5b6c","session_id":"0f9e8d7c-6b5a-4c3d-2e1f-0a9b8c7d6e5f","created_at":1795472363,"status":"COMPLETED","metadata":{},"images":[],"videos":[],"audio":[],"files":[],"step_results":[{"content":"HELLO","step_name":"upper","step_id":"d4f6a8b0-c2e4-4f6a-8b0c-2e4f6a8b0c2e","step_type":"Step","executor_type":"function","executor_name":"upper","success":true,"stop":false,"is_paused":false},{"content":"HELLO!","step_name":"bang","step_id":"e5a7b9c1-d3f5-4a7b-9c1d-3f5a7b9c1d3f","step_type":"Step","executor_type":"function","executor_name":"bang","success":true,"stop":false,"is_paused":false}],"metrics":{"steps":{},"duration":0.0001}}"#;
 
+/// An agent's `RunOutput.to_dict()`, about the size of a real small answer.
+const AGENT_RUN_OUTPUT: &[u8] = br#"{"run_id":"7b2e3d0f-4c8e-4f9a-8d1e-2e3f4a5b6c7d","agent_id":"bench-agent","agent_name":"Bench Agent","session_id":"1a0f9e8d-7c6b-4a5d-3e2f-1b0a9c8d7e6f","user_id":"bench-user","content":"echo: hello","content_type":"str","model":"bench-model","model_provider":"Bench","created_at":1795472363,"status":"COMPLETED","input":{"input_content":"hello"},"messages":[{"role":"user","content":"hello","created_at":1795472363},{"role":"assistant","content":"echo: hello","created_at":1795472363}],"metrics":{"input_tokens":1,"output_tokens":2,"total_tokens":3,"duration":0.0001},"metadata":{}}"#;
+
+/// A `GET /sessions` page: ten agent sessions, as AgentOS lists them.
+fn sessions_page() -> Bytes {
+    let sessions: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"session_id":"bench-session-{i}","session_name":"hello {i}","session_state":{{}},"session_type":"agent","user_id":"bench-user","agent_id":"bench-agent","team_id":null,"workflow_id":null,"session_summary":null,"metrics":{{"input_tokens":1,"output_tokens":2,"total_tokens":3}},"total_tokens":3,"metadata":{{}},"created_at":"2026-11-20T10:00:0{i}Z","updated_at":"2026-11-20T10:00:0{i}Z"}}"#))
+        .collect();
+    Bytes::from(format!(
+        r#"{{"data":[{}],"meta":{{"page":1,"limit":20,"total_pages":1,"total_count":10,"search_time_ms":0.4}}}}"#,
+        sessions.join(",")
+    ))
+}
+
 async fn handle(
     request: Request<Incoming>,
     defaults: Defaults,
+    sessions: Bytes,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -175,6 +197,12 @@ async fn handle(
         (&Method::POST, ["workflows", _, "runs", _, "cancel"]) => {
             json(Bytes::from_static(CANCELLED))
         }
+        (&Method::POST, ["agents", "bench-agent", "runs"]) => {
+            // Read to its end, as a host reads the form.
+            let _ = request.into_body().collect().await;
+            json(Bytes::from_static(AGENT_RUN_OUTPUT))
+        }
+        (&Method::GET, ["sessions"]) => json(sessions),
         _ => full(
             StatusCode::NOT_FOUND,
             "application/json",

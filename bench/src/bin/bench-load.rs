@@ -44,7 +44,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Workload {
-    /// Closed-loop `POST /workflows/bench/runs` with `stream=false`.
+    /// Closed-loop `POST /workflows/bench/runs` with `stream=false` (or
+    /// another call: `--path`, `--get`).
     Runs {
         #[arg(long, default_value_t = 32)]
         connections: usize,
@@ -62,6 +63,13 @@ enum Workload {
         /// few distinct callers share the load, as in production.
         #[arg(long)]
         bearer_file: Option<std::path::PathBuf>,
+        /// The path (and query) called: an agent's runs, say.
+        #[arg(long, default_value = RUN_PATH)]
+        path: String,
+        /// A `GET` without a body instead of the run form (a sessions
+        /// listing, say).
+        #[arg(long)]
+        get: bool,
     },
     /// Timed streams of `POST /workflows/bench/runs` with `stream=true`.
     Sse {
@@ -122,8 +130,10 @@ fn main() {
                 proxy_pids,
                 host_pid,
                 bearer_file,
-            } => match bearers(bearer_file.as_deref()) {
-                Ok(bearers) => serde_json::to_string(
+                path,
+                get,
+            } => match (bearers(bearer_file.as_deref()), path.parse::<http::Uri>()) {
+                (Ok(bearers), Ok(path)) => serde_json::to_string(
                     &runs(
                         addr,
                         connections,
@@ -132,10 +142,15 @@ fn main() {
                         &proxy_pids,
                         host_pid,
                         bearers,
+                        Call { path, get },
                     )
                     .await,
                 ),
-                Err(e) => {
+                (_, Err(e)) => {
+                    eprintln!("bench-load: --path: {e}");
+                    std::process::exit(2);
+                }
+                (Err(e), _) => {
                     eprintln!("bench-load: {e}");
                     std::process::exit(2);
                 }
@@ -199,14 +214,33 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
 }
 
 fn post(addr: SocketAddr, path: &'static str, body: Bytes) -> Request<Full<Bytes>> {
+    request(addr, http::Method::POST, http::Uri::from_static(path), body)
+}
+
+/// What the `runs` workload calls.
+struct Call {
+    path: http::Uri,
+    /// A bodiless `GET`, else the run form.
+    get: bool,
+}
+
+fn request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: http::Uri,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let post = method == http::Method::POST;
     let mut request = Request::new(Full::new(body));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = http::Uri::from_static(path);
+    *request.method_mut() = method;
+    *request.uri_mut() = path;
     let headers = request.headers_mut();
     if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
         headers.insert(HOST, host);
     }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(FORM));
+    if post {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FORM));
+    }
     request
 }
 
@@ -237,19 +271,26 @@ async fn runs(
     proxy_pids: &[u32],
     host_pid: Option<u32>,
     bearers: Arc<[HeaderValue]>,
+    call: Call,
 ) -> RunsResult {
+    let call = Arc::new(call);
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (phase_tx, phase_rx) = watch::channel(false);
-    let body = Bytes::from_static(b"message=hello&stream=false");
+    let body = if call.get {
+        Bytes::new()
+    } else {
+        Bytes::from_static(b"message=hello&stream=false")
+    };
     let mut tasks = Vec::with_capacity(connections);
     for connection in 0..connections {
-        let (errors, stop, mut phase, body, bearers) = (
+        let (errors, stop, mut phase, body, bearers, call) = (
             errors.clone(),
             stop.clone(),
             phase_rx.clone(),
             body.clone(),
             bearers.clone(),
+            call.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u64> = Vec::with_capacity(64 * 1024);
@@ -278,7 +319,12 @@ async fn runs(
                 }
                 let measuring = *phase.borrow_and_update();
                 let start = Instant::now();
-                let mut request = post(addr, RUN_PATH, body.clone());
+                let method = if call.get {
+                    http::Method::GET
+                } else {
+                    http::Method::POST
+                };
+                let mut request = request(addr, method, call.path.clone(), body.clone());
                 if !bearers.is_empty() {
                     let bearer = bearers[next_bearer % bearers.len()].clone();
                     next_bearer = next_bearer.wrapping_add(1);
