@@ -163,8 +163,10 @@ pub enum GatewayError {
     #[error("Request body is too large")]
     PayloadTooLarge,
     /// No replica can take the request (all bulkheads full, or none known).
-    #[error("{0}")]
-    NoCapacity(String),
+    /// Named by its entry, never by its host group, whose name may be the
+    /// hosts' URLs.
+    #[error("No replica of {subject} can take the request: {reason}")]
+    NoCapacity { subject: Subject, reason: String },
     /// The gateway is shutting down and takes no new runs.
     #[error("Gateway is shutting down")]
     Draining,
@@ -182,7 +184,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::Draining
-            | GatewayError::NoCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | GatewayError::NoCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamStatus { status, .. } => *status,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -209,7 +211,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Draining => "draining",
-            GatewayError::NoCapacity(_) => "no_capacity",
+            GatewayError::NoCapacity { .. } => "no_capacity",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::Database(DbLookupError::Ambiguous(_)) => "database_ambiguous",
             GatewayError::Database(DbLookupError::Unreachable(_)) => "database_unreachable",
@@ -224,7 +226,8 @@ impl GatewayError {
             | GatewayError::UpstreamUnreachable { subject, .. }
             | GatewayError::UpstreamTimeout { subject, .. }
             | GatewayError::UpstreamBroken { subject, .. }
-            | GatewayError::UpstreamInvalid { subject, .. } => {
+            | GatewayError::UpstreamInvalid { subject, .. }
+            | GatewayError::NoCapacity { subject, .. } => {
                 *subject = Subject::Entry(kind, id.to_owned());
             }
             _ => {}
@@ -309,7 +312,10 @@ impl From<UpstreamError> for GatewayError {
             UpstreamError::RequestBody { reason, .. } => {
                 GatewayError::BadRequest(format!("Invalid request body: {reason}"))
             }
-            error @ UpstreamError::NoReplica { .. } => GatewayError::NoCapacity(error.to_string()),
+            UpstreamError::NoReplica { reason, .. } => GatewayError::NoCapacity {
+                subject: Subject::Host,
+                reason,
+            },
         }
     }
 }
@@ -337,7 +343,10 @@ impl IntoResponse for GatewayError {
             Json(serde_json::json!({ "detail": self.to_string() })),
         )
             .into_response();
-        if matches!(self, GatewayError::Draining | GatewayError::NoCapacity(_)) {
+        if matches!(
+            self,
+            GatewayError::Draining | GatewayError::NoCapacity { .. }
+        ) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
@@ -450,7 +459,7 @@ mod tests {
         let cases = [
             (
                 no_replica.clone(),
-                "No replica of host group `g` can take the request: no replicas are known",
+                "No replica of the host of workflow 'echo' can take the request: no replicas are known",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
