@@ -141,8 +141,7 @@ fn main() {
                         Duration::from_millis(duration_ms),
                         &proxy_pids,
                         host_pid,
-                        bearers,
-                        Call { path, get },
+                        Call { path, get, bearers },
                     )
                     .await,
                 ),
@@ -217,11 +216,13 @@ fn post(addr: SocketAddr, path: &'static str, body: Bytes) -> Request<Full<Bytes
     request(addr, http::Method::POST, http::Uri::from_static(path), body)
 }
 
-/// What the `runs` workload calls.
+/// What the `runs` workload calls, and with which credentials.
 struct Call {
     path: http::Uri,
     /// A bodiless `GET`, else the run form.
     get: bool,
+    /// `Authorization` values taken in turn (none: no header).
+    bearers: Arc<[HeaderValue]>,
 }
 
 fn request(
@@ -270,7 +271,6 @@ async fn runs(
     window: Duration,
     proxy_pids: &[u32],
     host_pid: Option<u32>,
-    bearers: Arc<[HeaderValue]>,
     call: Call,
 ) -> RunsResult {
     let call = Arc::new(call);
@@ -284,12 +284,11 @@ async fn runs(
     };
     let mut tasks = Vec::with_capacity(connections);
     for connection in 0..connections {
-        let (errors, stop, mut phase, body, bearers, call) = (
+        let (errors, stop, mut phase, body, call) = (
             errors.clone(),
             stop.clone(),
             phase_rx.clone(),
             body.clone(),
-            bearers.clone(),
             call.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -325,8 +324,8 @@ async fn runs(
                     http::Method::POST
                 };
                 let mut request = request(addr, method, call.path.clone(), body.clone());
-                if !bearers.is_empty() {
-                    let bearer = bearers[next_bearer % bearers.len()].clone();
+                if !call.bearers.is_empty() {
+                    let bearer = call.bearers[next_bearer % call.bearers.len()].clone();
                     next_bearer = next_bearer.wrapping_add(1);
                     request.headers_mut().insert(AUTHORIZATION, bearer);
                 }
