@@ -13,6 +13,9 @@
 # Builds a release binary with line tables into target/profiling.
 # GATEWAY=/path/to/agentos-gateway profiles another build (an older commit
 # built in a `git worktree`, say) against the same host and load.
+# AUTH=hs256 profiles with `[auth.jwt]` on (HS256, audience, issuer, scope
+# RBAC, as the bench's auth workload) and eight tokens taken in turn
+# (minted with the .venv's PyJWT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-perf}
@@ -49,6 +52,21 @@ base_url = "http://$host"
 id = "idle"
 base_url = "http://$host"
 EOF
+bearer_args=()
+if [ "${AUTH:-}" = hs256 ]; then
+  printf '%s\n' '[auth.jwt]' 'algorithm = "HS256"' 'verification_keys = ["profile-secret-of-at-least-32-bytes!"]' \
+    'verify_audience = true' 'audience = "profile-os"' 'issuer = "https://idp.profile"' 'authorization = true' \
+    >> "$work/gateway.toml"
+  .venv/bin/python -c '
+import sys, time, jwt
+now = int(time.time())
+for i in range(8):
+    claims = {"sub": f"user-{i}", "aud": "profile-os", "iss": "https://idp.profile",
+              "iat": now, "exp": now + 86400, "scopes": ["workflows:run"]}
+    print(jwt.encode(claims, "profile-secret-of-at-least-32-bytes!", algorithm="HS256"))
+' > "$work/bearers"
+  bearer_args=(--bearer-file "$work/bearers")
+fi
 
 start_gateway() {
   RUST_LOG=warn "$@" --config "$work/gateway.toml" 2> "$work/gateway.err" &
@@ -66,7 +84,7 @@ cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # ($load is their pid), and returns once they are under way.
 start_runs() { # connections warm-up-ms duration-ms
   start_gateway "$gateway"
-  "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$1" --warmup-ms "$2" --duration-ms "$3" > "$work/load.out" &
+  "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections "$1" --warmup-ms "$2" --duration-ms "$3" "${bearer_args[@]}" > "$work/load.out" &
   load=$!
   sleep 1
 }
@@ -125,9 +143,9 @@ PY
     requests=${2:-2000}
     start_gateway valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$gateway"
     # Warm the pools, then count instructions for a fixed number of requests.
-    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 3000 > /dev/null
+    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 3000 "${bearer_args[@]}" > /dev/null
     callgrind_control -z "$gw_pid" > /dev/null
-    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 10000 > "$work/load.out"
+    "$bin/bench-load" --addr "127.0.0.1:$port" runs --connections 4 --warmup-ms 0 --duration-ms 10000 "${bearer_args[@]}" > "$work/load.out"
     callgrind_control -d "$gw_pid" > /dev/null
     sleep 1
     done_requests=$(requests_in "$work/load.out")

@@ -205,44 +205,67 @@ fn braces_to_star(pattern: &str) -> std::borrow::Cow<'_, str> {
 
 /// Python's `fnmatch.fnmatch` on POSIX: `*` any run (including `/`), `?`
 /// one character, `[...]`/`[!...]` a class; the whole string must match.
+/// Matched byte by byte when both are ASCII (request paths always are),
+/// which is the same match without collecting characters.
 pub fn fnmatch(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return fnmatch_in(pattern.as_bytes(), text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    fnmatch_in(&p, &t)
+}
+
+/// A pattern's unit: a byte of an ASCII string, or a character.
+trait Symbol: Copy + Ord {
+    fn is(self, ascii: u8) -> bool;
+}
+
+impl Symbol for u8 {
+    fn is(self, ascii: u8) -> bool {
+        self == ascii
+    }
+}
+
+impl Symbol for char {
+    fn is(self, ascii: u8) -> bool {
+        self == char::from(ascii)
+    }
+}
+
+fn fnmatch_in<S: Symbol>(p: &[S], t: &[S]) -> bool {
     // Iterative matching with one backtrack point for the last `*`.
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ti));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ti += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((matched, next)) = class(&p, pi, t[ti]) {
-                        if matched {
-                            pi = next;
-                            ti += 1;
-                            continue;
-                        }
-                    } else if t[ti] == '[' {
-                        pi += 1;
+            let c = p[pi];
+            if c.is(b'*') {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            if c.is(b'?') {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            if c.is(b'[') {
+                if let Some((matched, next)) = class(p, pi, t[ti]) {
+                    if matched {
+                        pi = next;
                         ti += 1;
                         continue;
                     }
-                }
-                c if c == t[ti] => {
+                } else if t[ti].is(b'[') {
                     pi += 1;
                     ti += 1;
                     continue;
                 }
-                _ => {}
+            } else if c == t[ti] {
+                pi += 1;
+                ti += 1;
+                continue;
             }
         }
         match star {
@@ -254,21 +277,21 @@ pub fn fnmatch(pattern: &str, text: &str) -> bool {
             None => return false,
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| c.is(b'*'))
 }
 
 /// A `[...]` class at `p[start]`: whether `c` is in it and where the pattern
 /// goes on; `None` when the `[` opens no class (it is then literal).
-fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+fn class<S: Symbol>(p: &[S], start: usize, c: S) -> Option<(bool, usize)> {
     let mut i = start + 1;
-    let negate = p.get(i).is_some_and(|x| *x == '!');
+    let negate = p.get(i).is_some_and(|x| x.is(b'!'));
     if negate {
         i += 1;
     }
     let first = i;
     let mut matched = false;
-    while i < p.len() && (p[i] != ']' || i == first) {
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+    while i < p.len() && (!p[i].is(b']') || i == first) {
+        if i + 2 < p.len() && p[i + 1].is(b'-') && !p[i + 2].is(b']') {
             matched |= p[i] <= c && c <= p[i + 2];
             i += 3;
         } else {
@@ -537,6 +560,21 @@ mod tests {
         assert!(!fnmatch("/[!ab]x", "/bx"));
         assert!(fnmatch("/", "/"));
         assert!(!fnmatch("/", "/x"));
+    }
+
+    proptest::proptest! {
+        /// On ASCII, matching bytes is matching characters.
+        #[test]
+        fn bytes_match_as_characters(
+            pattern in "[/ab*?\\[\\]!-]{0,10}",
+            text in "[/ab\\[\\]!-]{0,10}",
+        ) {
+            let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+            proptest::prop_assert_eq!(
+                fnmatch_in(pattern.as_bytes(), text.as_bytes()),
+                fnmatch_in(&p, &t)
+            );
+        }
     }
 
     #[test]
