@@ -174,12 +174,21 @@ fn fits(template: &str, path: &str) -> bool {
 
 /// The last value of `key` in `query`, as FastAPI reads a scalar query
 /// parameter; AgentOS takes an empty one for none.
+#[cfg(test)]
 fn last_value(query: &str, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == key)
-        .last()
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty())
+    let [value] = last_values(query, [key]);
+    value
+}
+
+/// [`last_value`] of each of `keys`, read in one pass over `query`.
+fn last_values<const N: usize>(query: &str, keys: [&str; N]) -> [Option<String>; N] {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if let Some(at) = keys.iter().position(|k| *k == key) {
+            values[at] = Some(value.into_owned());
+        }
+    }
+    values.map(|value| value.filter(|v| !v.is_empty()))
 }
 
 /// Path segment `n` (0: the collection), percent-decoded.
@@ -200,12 +209,13 @@ pub async fn forward(
     };
     let query = request.uri().query().unwrap_or("");
     let path = request.uri().path();
-    let param = |key| last_value(query, key);
+    let [in_query_db, in_query_knowledge, in_query_table] =
+        last_values(query, ["db_id", "knowledge_id", "table"]);
     let (mut db_id, mut knowledge_id, mut table) = (None, None, false);
     match names {
-        Names::Query => (db_id, table) = (param("db_id"), param("table").is_some()),
-        Names::KnowledgeQuery => (db_id, knowledge_id) = (param("db_id"), param("knowledge_id")),
-        Names::KnowledgePath => (db_id, knowledge_id) = (param("db_id"), path_segment(path, 1)),
+        Names::Query => (db_id, table) = (in_query_db, in_query_table.is_some()),
+        Names::KnowledgeQuery => (db_id, knowledge_id) = (in_query_db, in_query_knowledge),
+        Names::KnowledgePath => (db_id, knowledge_id) = (in_query_db, path_segment(path, 1)),
         Names::MigratePath => db_id = path_segment(path, 1),
         Names::KnowledgeBody | Names::Any => {}
         Names::MigrateAll => return Ok(migrate_all(state).await),
@@ -259,8 +269,9 @@ fn component_on_host(
         return None;
     }
     let query = uri.query()?;
-    let component = last_value(query, "component_id")?;
-    let kind = match last_value(query, "type").as_deref() {
+    let [component, kind] = last_values(query, ["component_id", "type"]);
+    let component = component?;
+    let kind = match kind.as_deref() {
         None | Some("agent") => EntryKind::Agent,
         Some("team") => EntryKind::Team,
         Some("workflow") => EntryKind::Workflow,
