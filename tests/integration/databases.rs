@@ -572,3 +572,62 @@ async fn the_web_ui_s_sessions_list_asks_for_the_entry_s_id_on_its_host() {
         assert_eq!(calls(&a).last().unwrap().path_and_query, path);
     }
 }
+
+#[tokio::test]
+async fn a_hostile_search_body_is_the_caller_s_and_reaches_no_host() {
+    let (a, b, gw) = two_hosts().await;
+    // Over the 1 MiB read to find the database: the caller's 413.
+    let big = format!(
+        "{{\"query\": \"{}\", \"db_id\": \"a-db\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (status, body) = send(
+        &gw,
+        "POST",
+        "/knowledge/search",
+        Some(("application/json", big.as_bytes())),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    // Not JSON, or JSON naming nothing usable: it names no knowledge base,
+    // and two hosts hold one each.
+    for bytes in [
+        &b"db_id=a-db"[..],
+        br#"{"db_id": 7, "knowledge_id": ["kb-a"]}"#,
+        br#"["db_id", "a-db"]"#,
+        b"\xff\xfe{",
+    ] {
+        let (status, body) = send(
+            &gw,
+            "POST",
+            "/knowledge/search",
+            Some(("application/json", bytes)),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("Available IDs"));
+    }
+    assert!(calls(&a).is_empty() && calls(&b).is_empty());
+}
+
+#[tokio::test]
+async fn a_host_reporting_endless_databases_is_capped() {
+    let a = MockHost::start("a").await;
+    let ids: Vec<String> = (0..3000).map(|i| format!("db-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    a.set_databases(&refs);
+    let gw = Gateway::start(&workflow("wa", &a.url, "wa")).await;
+    assert_eq!(
+        send(&gw, "GET", "/sessions?db_id=db-1023", None).await.0,
+        200
+    );
+    let (status, body) = send(&gw, "GET", "/sessions?db_id=db-1024", None).await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"detail": "No database found with id 'db-1024'"})
+        )
+    );
+    assert_eq!(calls(&a).len(), 1);
+}
